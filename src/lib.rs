@@ -1,0 +1,1 @@
+//! timewheel: an order-timeout engine.
