@@ -1,1 +1,27 @@
-//! timewheel: an order-timeout engine.
+//! timewheel: close unpaid orders on time.
+//!
+//! An in-memory hierarchical timing wheel, ticked on a dedicated thread,
+//! hands due orders to a worker pool that runs the close-order task. Order
+//! ids are scheduled and cancelled in O(1).
+//!
+//! # Layout
+//! - [`wheel`]: the timing wheel itself (levels, slots, entries, index);
+//!   single-threaded, pure data.
+//! - [`engine`]: the sharded wheel, the ticker thread and the worker pool;
+//!   the embedded API ([`Engine`]).
+//! - [`handler`]: the close-order task ([`Handler`]) and its retry policy.
+//! - [`clock`]: time sources, including a manual clock for tests.
+//! - [`id`]: order ids, stored inline when short.
+#![warn(missing_debug_implementations, rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod engine;
+pub mod handler;
+pub mod id;
+pub mod wheel;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Builder, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
+pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
+pub use id::{InvalidId, OrderId};

@@ -1,0 +1,500 @@
+//! The engine: a sharded wheel, a ticker thread and a worker pool.
+//!
+//! ```text
+//!  schedule / cancel ──► shard[hash(id) % SHARDS] (Mutex<Wheel>)
+//!                                 │  ticker: every tick, in tick order
+//!                                 ▼
+//!                        bounded channel ──► N workers ──► Handler
+//!                                 ▲                          │ Err / panic
+//!                                 └──── retry queue ◄────────┘
+//! ```
+//!
+//! Ground rules:
+//! - Each shard's wheel is touched only under its own lock, held for one
+//!   O(1) operation or one tick's worth of due entries; no other lock is
+//!   taken while a shard lock is held, and no lock at all while a handler
+//!   runs.
+//! - A timer leaves its wheel exactly once: by `cancel` (which then returns
+//!   `true`), or by the ticker, which hands it to the pool. Whatever the
+//!   ticker took out is invoked: the hand-off blocks rather than drop when
+//!   the queue is full (back-pressure only delays the ticker; entries not
+//!   yet taken stay cancellable). So for every id, either `cancel` returned
+//!   `true` or the handler ran — never both, never neither.
+//! - Time comes only from the [`Clock`]; with a [`crate::ManualClock`] and
+//!   [`Builder::manual_ticks`], tests drive [`Engine::tick`] themselves.
+
+mod pool;
+mod ticker;
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use hashbrown::DefaultHashBuilder;
+use parking_lot::Mutex;
+
+use crate::clock::{Clock, SystemClock};
+use crate::handler::{Fired, FnHandler, Handler, HandlerResult, RetryPolicy};
+use crate::id::{InvalidId, OrderId};
+use crate::wheel::{TickMapping, Wheel};
+use pool::RetryQueue;
+
+/// Longest delay accepted: 366 days.
+pub const MAX_DELAY_MS: u64 = 366 * 24 * 60 * 60 * 1000;
+
+/// Number of wheel shards. A power of two well above the core count keeps
+/// two threads from contending for one shard most of the time.
+pub const SHARDS: usize = 32;
+
+/// Why a timer could not be scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleError {
+    /// The id is pending; carries its current deadline (Unix ms).
+    AlreadyScheduled { deadline_ms: u64 },
+    /// `reschedule` of an id that is not pending.
+    NotScheduled,
+    /// The id is empty, too long, or not printable ASCII.
+    InvalidId,
+    /// The deadline is more than [`MAX_DELAY_MS`] away.
+    DelayTooLong,
+    /// The engine is shutting down.
+    ShutDown,
+}
+
+impl std::fmt::Display for ScheduleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScheduleError::AlreadyScheduled { deadline_ms } => {
+                write!(f, "already scheduled for {deadline_ms}")
+            }
+            ScheduleError::NotScheduled => f.write_str("not scheduled"),
+            ScheduleError::InvalidId => f.write_str("invalid id"),
+            ScheduleError::DelayTooLong => f.write_str("delay longer than 366 days"),
+            ScheduleError::ShutDown => f.write_str("engine is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for ScheduleError {}
+
+impl From<InvalidId> for ScheduleError {
+    fn from(_: InvalidId) -> ScheduleError {
+        ScheduleError::InvalidId
+    }
+}
+
+/// A counter snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Timers waiting in the wheel.
+    pub pending: usize,
+    /// Timers the wheel handed to the pool.
+    pub fired_total: u64,
+    /// `cancel` calls that returned `true`.
+    pub cancelled_total: u64,
+    /// Handler attempts that failed and were scheduled again.
+    pub retries_total: u64,
+    /// Handler calls that succeeded.
+    pub delivered_total: u64,
+    /// Timers whose every attempt failed.
+    pub dead_letter_total: u64,
+    /// Fired timers whose handler has not yet succeeded or given up.
+    pub inflight: u64,
+    pub tick_ms: u64,
+    /// How long the oldest tick not yet processed has been due (0 when the
+    /// ticker keeps up).
+    pub tick_lag_ms: u64,
+}
+
+/// A timer that had not completed when the engine shut down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub id: OrderId,
+    pub deadline_ms: u64,
+    /// Attempts already made: 0 for a timer still in the wheel, more for
+    /// one that fired and was waiting for a retry.
+    pub attempts: u32,
+}
+
+/// Configures and starts an [`Engine`].
+pub struct Builder {
+    tick: Duration,
+    workers: usize,
+    queue_capacity: usize,
+    clock: Arc<dyn Clock>,
+    manual_ticks: bool,
+    retry: RetryPolicy,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            tick: Duration::from_secs(1),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue_capacity: 65_536,
+            clock: Arc::new(SystemClock::new()),
+            manual_ticks: false,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("tick", &self.tick)
+            .field("workers", &self.workers)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("manual_ticks", &self.manual_ticks)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl Builder {
+    /// The tick: timers fire within one tick after their deadline. At least
+    /// 1 ms; default 1 s.
+    pub fn tick(mut self, tick: Duration) -> Builder {
+        self.tick = tick.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Worker threads running the handler; default: one per core. With 0,
+    /// handlers run on the thread that calls [`Engine::tick`] (for tests and
+    /// single-threaded embedding with [`Builder::manual_ticks`]).
+    pub fn workers(mut self, workers: usize) -> Builder {
+        self.workers = workers;
+        self
+    }
+
+    /// Capacity of the hand-off queue between ticker and workers.
+    pub fn queue_capacity(mut self, capacity: usize) -> Builder {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// The time source; default [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Builder {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Start no ticker thread: the owner calls [`Engine::tick`].
+    pub fn manual_ticks(mut self) -> Builder {
+        self.manual_ticks = true;
+        self
+    }
+
+    /// How failed handler attempts are retried.
+    pub fn retry(mut self, retry: RetryPolicy) -> Builder {
+        self.retry = RetryPolicy {
+            max_attempts: retry.max_attempts.max(1),
+            ..retry
+        };
+        self
+    }
+
+    /// Starts an engine whose close-order task is `handler`.
+    pub fn build_fn<F>(self, handler: F) -> Engine
+    where
+        F: Fn(&Fired) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.build(FnHandler(handler))
+    }
+
+    /// Starts an engine whose close-order task is `handler`.
+    pub fn build(self, handler: impl Handler) -> Engine {
+        let tick_ms = self.tick.as_millis().min(u64::MAX as u128) as u64;
+        let now_ms = self.clock.now_ms();
+        // Align ticks to whole multiples of the tick, so that with a 1 s tick
+        // timers fire on the wall-clock second.
+        let ticks = TickMapping {
+            origin_ms: now_ms - now_ms % tick_ms,
+            tick_ms,
+        };
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(self.queue_capacity);
+        let shared = Arc::new(Shared {
+            shards: (0..SHARDS).map(|_| Mutex::new(Wheel::new(ticks))).collect(),
+            shard_hasher: DefaultHashBuilder::default(),
+            ticks,
+            clock: self.clock,
+            handler: Arc::new(handler),
+            retry: self.retry,
+            retries: RetryQueue::default(),
+            inline: self.workers == 0,
+            jobs_tx: Mutex::new(Some(jobs_tx)),
+            tick_lock: Mutex::new(()),
+            last_tick: AtomicU64::new(0),
+            shut_down: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let workers = (0..self.workers)
+            .map(|n| pool::spawn_worker(n, shared.clone(), jobs_rx.clone()))
+            .collect();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let ticker = (!self.manual_ticks).then(|| ticker::spawn(shared.clone(), stop_rx));
+        Engine {
+            shared,
+            threads: Arc::new(Mutex::new(Threads {
+                stop_tx: Some(stop_tx),
+                ticker,
+                workers,
+            })),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    fired: AtomicU64,
+    cancelled: AtomicU64,
+    retries: AtomicU64,
+    delivered: AtomicU64,
+    dead_letters: AtomicU64,
+    inflight: AtomicU64,
+}
+
+/// State shared by the API, the ticker and the workers.
+struct Shared {
+    shards: Box<[Mutex<Wheel>]>,
+    shard_hasher: DefaultHashBuilder,
+    ticks: TickMapping,
+    clock: Arc<dyn Clock>,
+    handler: Arc<dyn Handler>,
+    retry: RetryPolicy,
+    retries: RetryQueue,
+    /// No workers: handlers run on the thread calling `tick`.
+    inline: bool,
+    /// Taken (closed) at shutdown so the workers drain and stop.
+    jobs_tx: Mutex<Option<Sender<Fired>>>,
+    /// Serialises `tick` between the ticker and manual callers.
+    tick_lock: Mutex<()>,
+    /// The last tick processed.
+    last_tick: AtomicU64,
+    shut_down: AtomicBool,
+    counters: Counters,
+}
+
+impl Shared {
+    fn shard(&self, id: &[u8]) -> &Mutex<Wheel> {
+        // Middle bits: the wheel's own table uses the low and the top ones.
+        let hash = self.shard_hasher.hash_one(id);
+        &self.shards[(hash >> 32) as usize % SHARDS]
+    }
+}
+
+struct Threads {
+    stop_tx: Option<Sender<()>>,
+    ticker: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// A running timer engine. Cheap to clone; all clones drive the same engine.
+///
+/// ```
+/// use std::time::Duration;
+/// let engine = timewheel::Engine::builder()
+///     .tick(Duration::from_millis(10))
+///     .build_fn(|fired| {
+///         println!("closing unpaid order {}", fired.id);
+///         Ok(())
+///     });
+/// engine.schedule("order-42", Duration::from_secs(30 * 60)).unwrap();
+/// assert!(engine.cancel("order-42")); // paid in time
+/// engine.shutdown();
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    threads: Arc<Mutex<Threads>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("tick_ms", &self.shared.ticks.tick_ms)
+            .field("pending", &self.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Schedules `id` to fire `delay` from now; returns the deadline (Unix ms).
+    pub fn schedule(&self, id: impl AsRef<[u8]>, delay: Duration) -> Result<u64, ScheduleError> {
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        if delay_ms > MAX_DELAY_MS {
+            return Err(ScheduleError::DelayTooLong);
+        }
+        self.schedule_at(id, self.now_ms() + delay_ms)
+    }
+
+    /// Schedules `id` to fire at `deadline_ms` (Unix ms); a deadline already
+    /// passed fires at the next tick. Returns the deadline.
+    pub fn schedule_at(
+        &self,
+        id: impl AsRef<[u8]>,
+        deadline_ms: u64,
+    ) -> Result<u64, ScheduleError> {
+        let id = self.checked(id.as_ref(), deadline_ms)?;
+        let mut wheel = self.shared.shard(id.as_bytes()).lock();
+        match wheel.insert(id, deadline_ms) {
+            Ok(()) => Ok(deadline_ms),
+            Err(existing) => Err(ScheduleError::AlreadyScheduled {
+                deadline_ms: existing.deadline_ms,
+            }),
+        }
+    }
+
+    /// Moves a pending timer to `deadline_ms`; returns the new deadline.
+    pub fn reschedule_at(
+        &self,
+        id: impl AsRef<[u8]>,
+        deadline_ms: u64,
+    ) -> Result<u64, ScheduleError> {
+        let id = id.as_ref();
+        self.checked(id, deadline_ms)?;
+        let mut wheel = self.shared.shard(id).lock();
+        match wheel.set_deadline(id, deadline_ms) {
+            Some(_) => Ok(deadline_ms),
+            None => Err(ScheduleError::NotScheduled),
+        }
+    }
+
+    /// Schedules `id`, or moves it if it is pending (Redis `ZADD` semantics).
+    pub fn upsert_at(&self, id: impl AsRef<[u8]>, deadline_ms: u64) -> Result<u64, ScheduleError> {
+        let id = self.checked(id.as_ref(), deadline_ms)?;
+        let mut wheel = self.shared.shard(id.as_bytes()).lock();
+        if wheel.set_deadline(id.as_bytes(), deadline_ms).is_none() {
+            let inserted = wheel.insert(id, deadline_ms);
+            debug_assert!(inserted.is_ok(), "upsert: insert after miss failed");
+        }
+        Ok(deadline_ms)
+    }
+
+    /// Cancels a pending timer. `true` means it was pending and its handler
+    /// will never run; `false` means it was unknown, or has already been
+    /// handed to the workers.
+    pub fn cancel(&self, id: impl AsRef<[u8]>) -> bool {
+        let id = id.as_ref();
+        let removed = self.shared.shard(id).lock().remove(id).is_some();
+        if removed {
+            self.shared
+                .counters
+                .cancelled
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// The deadline (Unix ms) of a pending timer.
+    pub fn deadline(&self, id: impl AsRef<[u8]>) -> Option<u64> {
+        let id = id.as_ref();
+        self.shared.shard(id).lock().get(id)
+    }
+
+    /// Pending timers.
+    pub fn len(&self) -> usize {
+        self.shared.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The engine's current time, Unix ms.
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    pub fn tick_ms(&self) -> u64 {
+        self.shared.ticks.tick_ms
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            pending: self.len(),
+            fired_total: c.fired.load(Ordering::Relaxed),
+            cancelled_total: c.cancelled.load(Ordering::Relaxed),
+            retries_total: c.retries.load(Ordering::Relaxed),
+            delivered_total: c.delivered.load(Ordering::Relaxed),
+            dead_letter_total: c.dead_letters.load(Ordering::Relaxed),
+            inflight: c.inflight.load(Ordering::Relaxed),
+            tick_ms: self.shared.ticks.tick_ms,
+            tick_lag_ms: self.tick_lag_ms(),
+        }
+    }
+
+    fn tick_lag_ms(&self) -> u64 {
+        let ticks = self.shared.ticks;
+        let now_ms = self.now_ms();
+        let oldest_unprocessed = self.shared.last_tick.load(Ordering::Relaxed) + 1;
+        now_ms.saturating_sub(ticks.ms_of(oldest_unprocessed))
+    }
+
+    /// Processes every tick that has begun by now: hands due timers (and due
+    /// retries) to the workers, in deadline order. The ticker thread calls
+    /// this; so do tests with [`Builder::manual_ticks`]. Returns the number
+    /// of handler attempts started or queued.
+    pub fn tick(&self) -> usize {
+        ticker::run_due(&self.shared)
+    }
+
+    /// Stops the ticker, lets queued and running handlers finish, and returns
+    /// the timers that had not completed: those still in the wheel and those
+    /// waiting for a retry. Later calls return nothing.
+    pub fn shutdown(&self) -> Vec<Pending> {
+        if self.shared.shut_down.swap(true, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let mut threads = self.threads.lock();
+        drop(threads.stop_tx.take());
+        if let Some(ticker) = threads.ticker.take() {
+            let _ = ticker.join();
+        }
+        // Closing the queue lets the workers drain what was handed over.
+        let _tick = self.shared.tick_lock.lock();
+        drop(self.shared.jobs_tx.lock().take());
+        for worker in threads.workers.drain(..) {
+            let _ = worker.join();
+        }
+        let mut pending: Vec<Pending> = self
+            .shared
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().drain())
+            .map(|e| Pending {
+                id: e.id,
+                deadline_ms: e.deadline_ms,
+                attempts: 0,
+            })
+            .collect();
+        pending.extend(self.shared.retries.drain().into_iter().map(|f| Pending {
+            id: f.id,
+            deadline_ms: f.deadline_ms,
+            attempts: f.attempt,
+        }));
+        pending
+    }
+
+    fn checked(&self, id: &[u8], deadline_ms: u64) -> Result<OrderId, ScheduleError> {
+        if self.shared.shut_down.load(Ordering::Relaxed) {
+            return Err(ScheduleError::ShutDown);
+        }
+        let id = OrderId::new(id)?;
+        if deadline_ms > self.now_ms().saturating_add(MAX_DELAY_MS) {
+            return Err(ScheduleError::DelayTooLong);
+        }
+        Ok(id)
+    }
+}
+
+/// Hand-off to the pool used by the ticker.
+type JobReceiver = Receiver<Fired>;

@@ -1,0 +1,118 @@
+//! The ticker: turns the clock into ticks and due timers into jobs.
+//!
+//! Ground rules:
+//! - Sleeps are computed from the clock towards the absolute start of the
+//!   next tick, so they never accumulate drift; after a stall, every tick
+//!   missed is processed in order, one tick at a time across all shards,
+//!   so each shard lock is held only for that tick's work.
+//! - Entries taken out of a wheel are always handed on: `send` blocks while
+//!   the queue is full (back-pressure), it never drops.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::{Shared, pool};
+use crate::handler::Fired;
+use crate::wheel::Expired;
+
+pub(super) fn spawn(shared: Arc<Shared>, stop: Receiver<()>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("timewheel-ticker".into())
+        .spawn(move || {
+            loop {
+                run_due(&shared);
+                let next_tick = shared.last_tick.load(Ordering::Relaxed) + 1;
+                let wait_ms = shared
+                    .ticks
+                    .ms_of(next_tick)
+                    .saturating_sub(shared.clock.now_ms());
+                match stop.recv_timeout(Duration::from_millis(wait_ms.max(1))) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        })
+        .expect("spawn ticker thread")
+}
+
+/// Processes every tick begun by now, then every retry due by now.
+pub(super) fn run_due(shared: &Shared) -> usize {
+    let guard = shared.tick_lock.lock();
+    let Some(jobs) = shared.jobs_tx.lock().clone() else {
+        return 0; // shut down
+    };
+    let now_ms = shared.clock.now_ms();
+    let target = shared.ticks.elapsed_ticks(now_ms);
+    let mut batch: Vec<Expired> = Vec::new();
+    let mut inline: Vec<Fired> = Vec::new();
+    let mut started = 0;
+
+    let mut hand_off = |fired: Fired, inline: &mut Vec<Fired>| {
+        started += 1;
+        if shared.inline {
+            inline.push(fired);
+        } else if let Err(err) = jobs.send(fired) {
+            // Only when every worker is gone, i.e. never while running.
+            tracing::error!(id = %err.0.id, "worker pool is gone; job kept for shutdown");
+            shared.retries.push(0, err.0);
+        }
+    };
+
+    while let Some(tick) = next_tick_with_work(shared, target) {
+        for shard in shared.shards.iter() {
+            shard.lock().advance_to(tick, &mut batch);
+        }
+        let fired_ms = shared.clock.now_ms();
+        shared
+            .counters
+            .fired
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        shared
+            .counters
+            .inflight
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for expired in batch.drain(..) {
+            let fired = Fired {
+                id: expired.id,
+                deadline_ms: expired.deadline_ms,
+                fired_ms,
+                attempt: 1,
+            };
+            hand_off(fired, &mut inline);
+        }
+        shared.last_tick.store(tick, Ordering::Relaxed);
+    }
+    for shard in shared.shards.iter() {
+        shard.lock().advance_to(target, &mut batch);
+    }
+    debug_assert!(
+        batch.is_empty(),
+        "fired after the last expiration: {batch:?}"
+    );
+    shared.last_tick.fetch_max(target, Ordering::Relaxed);
+
+    for retry in shared.retries.take_due(now_ms) {
+        hand_off(retry, &mut inline);
+    }
+    drop(jobs);
+    drop(guard);
+    // Inline handlers run with no lock held, so they may call the engine.
+    for fired in inline {
+        pool::run_job(shared, fired);
+    }
+    started
+}
+
+/// The first tick at or before `target` at which some shard has work.
+fn next_tick_with_work(shared: &Shared, target: u64) -> Option<u64> {
+    shared
+        .shards
+        .iter()
+        .filter_map(|s| s.lock().next_expiration())
+        .min()
+        .filter(|&tick| tick <= target)
+}
