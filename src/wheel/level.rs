@@ -34,6 +34,9 @@ pub const LEVELS: usize = 3;
 /// top level and re-placed as the wheel turns.
 pub const MAX_TICKS: u64 = level_range(LEVELS - 1);
 
+// At the finest tick (1 ms) the wheel must still hold the longest delay.
+const _: () = assert!(MAX_TICKS > crate::engine::MAX_DELAY_MS);
+
 /// Marks a slot that holds no entry.
 pub const NIL: u32 = u32::MAX;
 
@@ -146,8 +149,6 @@ mod tests {
         assert_eq!(level_range(0), 3600);
         assert_eq!(level_range(1), 3600 * 3600);
         assert_eq!(MAX_TICKS, 3600u64.pow(3));
-        // At a 1 ms tick the wheel must still hold a 366-day delay.
-        assert!(MAX_TICKS > crate::MAX_DELAY_MS);
     }
 
     /// Every level boundary, approached from both sides.
