@@ -25,3 +25,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Builder, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
 pub use id::{InvalidId, OrderId};
+pub mod protocol;
+pub mod server;

@@ -1,1 +1,133 @@
-fn main() {}
+//! `cargo run --release -- serve` starts the order-timeout server on
+//! 127.0.0.1:7379. See `timewheel serve --help` for the flags.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use timewheel::server::{self, Config, hub::Hub};
+use timewheel::{Engine, Fired};
+
+#[derive(Parser, Debug)]
+#[command(name = "timewheel", version, about = "Close unpaid orders on time")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the RESP-compatible protocol (redis-cli, redis clients, nc).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    bind: SocketAddr,
+    /// Tick length in milliseconds: timers fire within one tick after their deadline.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    tick_ms: u64,
+    /// Worker threads running the close-order task [default: number of cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// I/O threads, each with its own event loop.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    io_threads: u64,
+    /// Connections accepted at once; more get `-ERR max number of clients reached`.
+    #[arg(long, default_value_t = 10_000)]
+    max_clients: usize,
+    /// Close a client idle for this many seconds (0: never). Subscribers are exempt.
+    #[arg(long, default_value_t = 0)]
+    idle_timeout_s: u64,
+    /// Bytes of unread `fired` messages after which a subscriber is disconnected.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_subscriber_backlog: usize,
+    /// Password clients must send with AUTH (or HELLO 3 AUTH default PASS).
+    /// Prefer the environment variable, so it does not show in `ps`.
+    #[arg(long, env = "TIMEWHEEL_PASSWORD", hide_env_values = true)]
+    requirepass: Option<String>,
+    /// Allow a non-loopback --bind without --requirepass. Anyone who can reach
+    /// the port could then cancel every pending order.
+    #[arg(long)]
+    unsafe_no_auth: bool,
+    /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Prefix of the journal's Redis keys.
+    #[arg(long, default_value = "tw:")]
+    key_prefix: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.redis.is_some() {
+        bail!("--redis: the durable journal is not built yet; run without it (memory only)");
+    }
+    let requirepass = args.requirepass.filter(|p| !p.is_empty());
+    if !args.bind.ip().is_loopback() && requirepass.is_none() && !args.unsafe_no_auth {
+        bail!(
+            "refusing to listen on {} without a password: anyone who can reach it could cancel \
+             every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), bind to 127.0.0.1, \
+             or pass --unsafe-no-auth if a firewall already keeps strangers out",
+            args.bind
+        );
+    }
+    tracing::warn!("no --redis given: timers are kept in memory only and are lost on exit");
+    let hub = Arc::new(Hub::default());
+    let publisher = hub.clone();
+    let mut builder = Engine::builder().tick(Duration::from_millis(args.tick_ms));
+    if let Some(workers) = args.workers {
+        builder = builder.workers(workers.max(1));
+    }
+    let engine = builder.build_fn(move |fired: &Fired| {
+        publisher.publish(fired.id.as_bytes());
+        Ok(())
+    });
+
+    let listener = server::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
+    let local = listener.local_addr()?;
+    tracing::info!("listening on {local}");
+
+    let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(1);
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    std::thread::Builder::new()
+        .name("timewheel-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "signal received");
+                drop(shutdown_tx);
+            }
+        })?;
+
+    let config = Config {
+        io_threads: args.io_threads as usize,
+        max_clients: args.max_clients,
+        idle_timeout: (args.idle_timeout_s > 0).then(|| Duration::from_secs(args.idle_timeout_s)),
+        max_subscriber_backlog: args.max_subscriber_backlog,
+        requirepass,
+    };
+    server::run(listener, engine, hub, config, shutdown_rx).context("server failed")?;
+    tracing::info!("bye");
+    Ok(())
+}

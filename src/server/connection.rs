@@ -1,0 +1,195 @@
+//! One client connection: its socket, its buffers and its session state.
+//!
+//! Ground rules:
+//! - Memory per connection is bounded: input holds at most one incomplete
+//!   request (the parser rejects anything over its limits) plus one read;
+//!   output stops growing because we stop reading and parsing while more
+//!   than [`OUTPUT_HIGH_WATER`] bytes wait to be sent; a subscriber's
+//!   pushes are capped by the hub (see [`super::hub`]).
+//! - One call to [`Connection::drive`] does a bounded amount of work, so one
+//!   busy client cannot starve the others on its I/O thread.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::hub::Subscription;
+use crate::protocol::{self, Protocol};
+
+/// Stop reading from a client while this much output is unsent.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+/// Reads per `drive` call before yielding to other connections.
+const READS_PER_DRIVE: usize = 16;
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Buffer capacity an idle connection keeps.
+const KEPT_CAPACITY: usize = 16 * 1024;
+
+/// What a command may change about its connection.
+#[derive(Debug)]
+pub struct Session {
+    pub protocol: Protocol,
+    pub authenticated: bool,
+    pub auth_failures: u32,
+    pub name: Option<String>,
+    /// Channels subscribed to, in order.
+    pub channels: Vec<Vec<u8>>,
+    /// Set while subscribed to `fired`.
+    pub subscription: Option<Arc<Subscription>>,
+    /// Close once the output is flushed (QUIT, protocol error).
+    pub closing: bool,
+    pub id: u64,
+}
+
+/// What the event loop should do with a connection after driving it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drive {
+    /// Waiting for the socket.
+    Idle,
+    /// Work remains; drive again soon.
+    More,
+    /// Done: deregister and drop.
+    Close,
+}
+
+pub struct Connection {
+    pub stream: TcpStream,
+    pub session: Session,
+    pub last_active: Instant,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    eof: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("session", &self.session)
+            .field("input", &self.input.len())
+            .field("unsent", &self.unsent())
+            .finish()
+    }
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, id: u64, authenticated: bool) -> Connection {
+        Connection {
+            stream,
+            session: Session {
+                protocol: Protocol::Resp2,
+                authenticated,
+                auth_failures: 0,
+                name: None,
+                channels: Vec::new(),
+                subscription: None,
+                closing: false,
+                id,
+            },
+            last_active: Instant::now(),
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            eof: false,
+        }
+    }
+
+    pub fn unsent(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    /// Appends bytes to send (pushes for a subscriber).
+    pub fn output_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.output
+    }
+
+    /// Reads, executes and writes until the socket would block, the client
+    /// is done, or this turn's budget is spent. `execute` runs one request
+    /// and appends its reply.
+    pub fn drive(
+        &mut self,
+        scratch: &mut [u8],
+        mut execute: impl FnMut(&mut Session, protocol::Request, &mut Vec<u8>),
+    ) -> io::Result<Drive> {
+        for _ in 0..READS_PER_DRIVE {
+            self.process_input(&mut execute);
+            self.flush()?;
+            if self.session.closing || self.eof {
+                return Ok(if self.unsent() == 0 {
+                    Drive::Close
+                } else {
+                    Drive::Idle
+                });
+            }
+            if self.unsent() > OUTPUT_HIGH_WATER {
+                // Resumed by the next writable event.
+                return Ok(Drive::Idle);
+            }
+            let chunk = READ_CHUNK.min(scratch.len());
+            let read = &mut scratch[..chunk];
+            match self.stream.read(read) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.last_active = Instant::now();
+                    self.input.extend_from_slice(&read[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Drive::Idle),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Drive::More)
+    }
+
+    /// Parses and executes every complete request buffered, unless output
+    /// is backed up.
+    fn process_input(
+        &mut self,
+        execute: &mut impl FnMut(&mut Session, protocol::Request, &mut Vec<u8>),
+    ) {
+        let mut consumed = 0;
+        while !self.session.closing && self.unsent() <= OUTPUT_HIGH_WATER {
+            match protocol::parse_request(&self.input[consumed..]) {
+                Ok(Some((request, used))) => {
+                    consumed += used;
+                    execute(&mut self.session, request, &mut self.output);
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    protocol::write_protocol_error(&mut self.output, &error);
+                    self.session.closing = true;
+                    consumed = self.input.len();
+                }
+            }
+        }
+        self.input.drain(..consumed);
+        self.input.shrink_to(KEPT_CAPACITY.max(self.input.len()));
+    }
+
+    /// Writes as much output as the socket takes.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+            // Give back what a burst grew, so idle clients stay small.
+            self.output.shrink_to(KEPT_CAPACITY);
+        } else if self.written > OUTPUT_HIGH_WATER {
+            self.output.drain(..self.written);
+            self.written = 0;
+        }
+        Ok(())
+    }
+}

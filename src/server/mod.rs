@@ -1,0 +1,431 @@
+//! The network server: a `mio` event loop speaking the RESP-compatible
+//! line protocol (see `docs/protocol.md`).
+//!
+//! ```text
+//!  listener ─► I/O thread 0 ─┬─ accepts, hands sockets round-robin ─► I/O thread 1..N
+//!                            └─ each I/O thread: own Poll, own connections
+//!  engine workers ─► Hub ─► subscriber queues ─► waker ─► owning I/O thread
+//! ```
+//!
+//! Ground rules:
+//! - A connection belongs to one I/O thread for its whole life; only that
+//!   thread touches its buffers. Other threads reach it through the hub's
+//!   queue plus the thread's `Waker`.
+//! - Commands run inline on the I/O thread; engine calls take one shard
+//!   lock for O(1) work, so they never stall the loop.
+//! - Shutdown (the `shutdown` channel fires or closes): stop accepting,
+//!   answer what was already received, flush for up to
+//!   [`SHUTDOWN_FLUSH`], then shut the engine down.
+
+mod commands;
+mod connection;
+pub mod hub;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use hashbrown::HashMap;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::engine::Engine;
+use connection::{Connection, Drive};
+use hub::Hub;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// How long shutdown waits for replies to drain.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+/// Server settings (the `serve` flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// I/O threads, each with its own poll loop; at least 1.
+    pub io_threads: usize,
+    pub max_clients: usize,
+    /// Close connections idle this long (not subscribers); `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes a subscriber may fall behind before it is disconnected.
+    pub max_subscriber_backlog: usize,
+    /// Password clients must `AUTH` with; `None`: no authentication.
+    pub requirepass: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            io_threads: 1,
+            max_clients: 10_000,
+            idle_timeout: None,
+            max_subscriber_backlog: 16 * 1024 * 1024,
+            requirepass: None,
+        }
+    }
+}
+
+/// Server-wide counters shown by `INFO`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connected_clients: AtomicUsize,
+    pub total_connections: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub commands_processed: AtomicU64,
+    pub subscriber_overflows: AtomicU64,
+    pub idle_closed: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub protocol_errors: AtomicU64,
+}
+
+/// State every I/O thread shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub engine: Engine,
+    pub hub: Arc<Hub>,
+    pub config: Config,
+    pub counters: Counters,
+    pub started: Instant,
+    /// What `INFO` reports as `journal`.
+    pub journal: &'static str,
+    next_client_id: AtomicU64,
+    stopping: AtomicBool,
+}
+
+/// Runs the server on `listener` until `shutdown` fires or is dropped.
+/// `engine`'s handler should publish to `hub` (see [`hub::Hub::publish`]);
+/// the engine is shut down before this returns.
+pub fn run(
+    listener: std::net::TcpListener,
+    engine: Engine,
+    hub: Arc<Hub>,
+    config: Config,
+    shutdown: Receiver<()>,
+) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener);
+    let shared = Arc::new(Shared {
+        engine,
+        hub,
+        config: Config {
+            io_threads: config.io_threads.max(1),
+            ..config
+        },
+        counters: Counters::default(),
+        started: Instant::now(),
+        journal: "off",
+        next_client_id: AtomicU64::new(1),
+        stopping: AtomicBool::new(false),
+    });
+
+    let mut loops = Vec::new();
+    for n in 0..shared.config.io_threads {
+        loops.push(IoLoop::new(n, shared.clone())?);
+    }
+    let handles: Vec<Handle> = loops.iter().map(IoLoop::handle).collect();
+    let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
+    let mut listener = Some(listener);
+    for mut io_loop in loops {
+        if let Some(mut listener) = listener.take() {
+            io_loop
+                .poll
+                .registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)?;
+            io_loop.acceptor = Some((listener, handles.clone()));
+        }
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("timewheel-io-{}", io_loop.index))
+                .spawn(move || io_loop.run())?,
+        );
+    }
+
+    let _ = shutdown.recv();
+    tracing::info!("shutting down: no new connections, answering what was received");
+    shared.stopping.store(true, Ordering::SeqCst);
+    for handle in &handles {
+        let _ = handle.waker.wake();
+    }
+    let mut result = Ok(());
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(io::Error::other("an I/O thread panicked")),
+        }
+    }
+    let left = shared.engine.shutdown();
+    if !left.is_empty() {
+        tracing::warn!(
+            pending = left.len(),
+            "timers still pending at shutdown are dropped (they are only in memory)"
+        );
+    }
+    result
+}
+
+/// How other threads reach an I/O thread.
+#[derive(Clone)]
+struct Handle {
+    waker: Arc<Waker>,
+    new_connections: Sender<TcpStream>,
+}
+
+struct IoLoop {
+    index: usize,
+    poll: Poll,
+    shared: Arc<Shared>,
+    waker: Arc<Waker>,
+    connections: HashMap<Token, Connection>,
+    next_token: usize,
+    new_rx: Receiver<TcpStream>,
+    new_tx: Sender<TcpStream>,
+    notify_rx: Receiver<Token>,
+    notify_tx: Sender<Token>,
+    /// Only on thread 0: the listener and every thread's handle.
+    acceptor: Option<(TcpListener, Vec<Handle>)>,
+    next_target: usize,
+    /// Connections with work left over from their last turn.
+    ready: Vec<Token>,
+}
+
+impl IoLoop {
+    fn new(index: usize, shared: Arc<Shared>) -> io::Result<IoLoop> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (new_tx, new_rx) = crossbeam_channel::unbounded();
+        let (notify_tx, notify_rx) = crossbeam_channel::unbounded();
+        Ok(IoLoop {
+            index,
+            poll,
+            shared,
+            waker,
+            connections: HashMap::new(),
+            next_token: 0,
+            new_rx,
+            new_tx,
+            notify_rx,
+            notify_tx,
+            acceptor: None,
+            next_target: 0,
+            ready: Vec::new(),
+        })
+    }
+
+    fn handle(&self) -> Handle {
+        Handle {
+            waker: self.waker.clone(),
+            new_connections: self.new_tx.clone(),
+        }
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut last_sweep = Instant::now();
+        loop {
+            let timeout = if self.ready.is_empty() {
+                Duration::from_millis(250)
+            } else {
+                Duration::ZERO
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return self.finish(&mut scratch);
+            }
+            let mut to_drive = std::mem::take(&mut self.ready);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept()?,
+                    WAKER => {}
+                    token => to_drive.push(token),
+                }
+            }
+            self.adopt_new_connections()?;
+            to_drive.extend(self.take_notified());
+            to_drive.sort_unstable();
+            to_drive.dedup();
+            for token in to_drive {
+                self.drive(token, &mut scratch);
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                last_sweep = Instant::now();
+                self.close_idle();
+            }
+        }
+    }
+
+    fn accept(&mut self) -> io::Result<()> {
+        let Some((listener, handles)) = &mut self.acceptor else {
+            return Ok(());
+        };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _addr)) => {
+                    let counters = &self.shared.counters;
+                    let connected = counters.connected_clients.fetch_add(1, Ordering::SeqCst);
+                    if connected >= self.shared.config.max_clients {
+                        counters.connected_clients.fetch_sub(1, Ordering::SeqCst);
+                        counters
+                            .rejected_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                        // Best effort: the socket buffer of a fresh connection has room.
+                        let _ = io::Write::write(
+                            &mut stream,
+                            b"-ERR max number of clients reached\r\n",
+                        );
+                        continue;
+                    }
+                    counters.total_connections.fetch_add(1, Ordering::Relaxed);
+                    let target = &handles[self.next_target % handles.len()];
+                    self.next_target += 1;
+                    if target.new_connections.send(stream).is_ok() {
+                        let _ = target.waker.wake();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Out of descriptors and the like: keep serving existing clients.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn adopt_new_connections(&mut self) -> io::Result<()> {
+        while let Ok(mut stream) = self.new_rx.try_recv() {
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            let _ = stream.set_nodelay(true);
+            self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            let id = self.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+            let authenticated = self.shared.config.requirepass.is_none();
+            self.connections
+                .insert(token, Connection::new(stream, id, authenticated));
+            // Data may have arrived before registration; look now.
+            self.ready.push(token);
+        }
+        Ok(())
+    }
+
+    /// Tokens of subscribers whose queue got messages.
+    fn take_notified(&mut self) -> Vec<Token> {
+        let mut tokens = Vec::new();
+        while let Ok(token) = self.notify_rx.try_recv() {
+            if let Some(conn) = self.connections.get_mut(&token) {
+                let Some(sub) = conn.session.subscription.clone() else {
+                    continue;
+                };
+                let limit = self.shared.config.max_subscriber_backlog;
+                if conn.unsent() < limit && !sub.drain_into(conn.output_mut()) {
+                    self.shared
+                        .counters
+                        .subscriber_overflows
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        client = conn.session.id,
+                        "subscriber fell too far behind; disconnected"
+                    );
+                    self.close(token);
+                    continue;
+                }
+                tokens.push(token);
+            }
+        }
+        tokens
+    }
+
+    fn drive(&mut self, token: Token, scratch: &mut [u8]) {
+        let Some(conn) = self.connections.get_mut(&token) else {
+            return;
+        };
+        let io = commands::IoContext {
+            token,
+            notify: &self.notify_tx,
+            waker: &self.waker,
+        };
+        let shared = &self.shared;
+        let outcome = conn.drive(scratch, |session, request, out| {
+            commands::execute(shared, &io, session, request, out)
+        });
+        match outcome {
+            Ok(Drive::Idle) => {}
+            Ok(Drive::More) => self.ready.push(token),
+            Ok(Drive::Close) | Err(_) => self.close(token),
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(mut conn) = self.connections.remove(&token) {
+            if let Some(sub) = conn.session.subscription.take() {
+                self.shared.hub.unsubscribe(&sub);
+            }
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.shared
+                .counters
+                .connected_clients
+                .fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn close_idle(&mut self) {
+        let Some(timeout) = self.shared.config.idle_timeout else {
+            return;
+        };
+        let idle: Vec<Token> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.session.subscription.is_none() && c.last_active.elapsed() > timeout)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in idle {
+            self.shared
+                .counters
+                .idle_closed
+                .fetch_add(1, Ordering::Relaxed);
+            self.close(token);
+        }
+    }
+
+    /// Shutdown: answer buffered requests, flush, close everything.
+    fn finish(&mut self, scratch: &mut [u8]) -> io::Result<()> {
+        if let Some((mut listener, _)) = self.acceptor.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let tokens: Vec<Token> = self.connections.keys().copied().collect();
+        for &token in &tokens {
+            self.drive(token, scratch);
+        }
+        let deadline = Instant::now() + SHUTDOWN_FLUSH;
+        while Instant::now() < deadline && self.connections.values().any(|c| c.unsent() > 0) {
+            for conn in self.connections.values_mut() {
+                let _ = conn.flush();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let tokens: Vec<Token> = self.connections.keys().copied().collect();
+        for token in tokens {
+            self.close(token);
+        }
+        Ok(())
+    }
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr)
+}
