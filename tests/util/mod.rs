@@ -639,3 +639,143 @@ impl Drop for RedisServer {
         self.kill9();
     }
 }
+
+/// The real `timewheel serve` binary, on a free port picked by the server
+/// itself (`--bind 127.0.0.1:0`), killed on drop.
+pub struct TimewheelServer {
+    child: Option<Child>,
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl TimewheelServer {
+    /// Starts `timewheel serve` with `--tick-ms 10` and `extra` flags.
+    pub fn start(extra: &[&str]) -> TimewheelServer {
+        TimewheelServer::start_with_env(extra, &[])
+    }
+
+    /// Like [`TimewheelServer::start`], with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TimewheelServer {
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--tick-ms", "10"];
+        args.extend_from_slice(extra);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_timewheel"));
+        command
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .env_remove("TIMEWHEEL_PASSWORD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn timewheel");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let port = rest
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok());
+                    let _ = port_tx.send(port);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let port = match port_rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Some(port)) => port,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "timewheel did not log 'listening on'; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        TimewheelServer {
+            child: Some(child),
+            port,
+            log,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn conn(&self) -> RespConn {
+        RespConn::connect(self.port)
+    }
+
+    /// Sends SIGTERM (via `kill`) and waits up to `timeout` for the exit;
+    /// returns the exit status, or `None` if it did not exit in time.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TimewheelServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `timewheel` with `args` to completion (for flag checks that must
+/// fail fast); returns (exit status, stderr).
+pub fn run_timewheel(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_timewheel"));
+    command
+        .args(args)
+        .env_remove("TIMEWHEEL_PASSWORD")
+        .env_remove("RUST_BACKTRACE");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run timewheel");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
