@@ -1,1 +1,3 @@
 //! timewheel: an order-timeout engine.
+
+pub mod protocol;
