@@ -1,3 +1,6 @@
 //! timewheel: an order-timeout engine.
 
 pub mod protocol;
+
+#[doc(hidden)]
+pub mod fuzzing;
