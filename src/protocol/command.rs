@@ -180,7 +180,9 @@ impl Command {
         let rest = args;
         Ok(match name.to_ascii_lowercase().as_slice() {
             b"ping" => {
-                at_most("ping", &rest, 1)?;
+                if rest.len() > 1 {
+                    return Err(CommandError::WrongArity("ping"));
+                }
                 Self::Ping {
                     message: rest.into_iter().next(),
                 }
@@ -292,13 +294,6 @@ fn exactly<const N: usize>(
     rest: Vec<Vec<u8>>,
 ) -> Result<[Vec<u8>; N], CommandError> {
     rest.try_into().map_err(|_| CommandError::WrongArity(name))
-}
-
-fn at_most(name: &'static str, rest: &[Vec<u8>], max: usize) -> Result<(), CommandError> {
-    if rest.len() > max {
-        return Err(CommandError::WrongArity(name));
-    }
-    Ok(())
 }
 
 fn check_id(id: Vec<u8>) -> Result<Vec<u8>, CommandError> {
