@@ -12,6 +12,9 @@
 //! - [`handler`]: the close-order task ([`Handler`]) and its retry policy.
 //! - [`clock`]: time sources, including a manual clock for tests.
 //! - [`id`]: order ids, stored inline when short.
+//! - [`protocol`]: the wire format: request framing (inline and RESP),
+//!   typed commands, RESP2/RESP3 replies.
+//! - [`server`]: the `mio` event loop, connections, commands, pub/sub.
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -19,11 +22,14 @@ pub mod clock;
 pub mod engine;
 pub mod handler;
 pub mod id;
+pub mod protocol;
+pub mod server;
 pub mod wheel;
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Builder, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
 pub use id::{InvalidId, OrderId};
-pub mod protocol;
-pub mod server;

@@ -180,7 +180,13 @@ impl Command {
         let rest = args;
         Ok(match name.to_ascii_lowercase().as_slice() {
             b"ping" => {
+<<<<<<< HEAD
                 at_most("ping", &rest, 1)?;
+=======
+                if rest.len() > 1 {
+                    return Err(CommandError::WrongArity("ping"));
+                }
+>>>>>>> proto
                 Self::Ping {
                     message: rest.into_iter().next(),
                 }
@@ -294,6 +300,7 @@ fn exactly<const N: usize>(
     rest.try_into().map_err(|_| CommandError::WrongArity(name))
 }
 
+<<<<<<< HEAD
 fn at_most(name: &'static str, rest: &[Vec<u8>], max: usize) -> Result<(), CommandError> {
     if rest.len() > max {
         return Err(CommandError::WrongArity(name));
@@ -301,6 +308,8 @@ fn at_most(name: &'static str, rest: &[Vec<u8>], max: usize) -> Result<(), Comma
     Ok(())
 }
 
+=======
+>>>>>>> proto
 fn check_id(id: Vec<u8>) -> Result<Vec<u8>, CommandError> {
     if !is_valid_id(&id) {
         return Err(CommandError::InvalidId);
@@ -488,3 +497,476 @@ impl fmt::Display for Echo<'_> {
         Ok(())
     }
 }
+<<<<<<< HEAD
+=======
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(args: &[&[u8]]) -> Result<Command, CommandError> {
+        Command::from_request(Request::new(args.iter().map(|a| a.to_vec()).collect()))
+    }
+
+    /// Words separated by single spaces.
+    fn cmd(line: &str) -> Result<Command, CommandError> {
+        let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        raw(&words)
+    }
+
+    fn err(line: &str) -> String {
+        match cmd(line) {
+            Err(e) => e.to_string(),
+            Ok(command) => panic!("{line:?} parsed as {command:?}"),
+        }
+    }
+
+    fn v(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn derived_constants() {
+        assert_eq!(MAX_DELAY_MS, 31_622_400_000);
+        // Days from 1970-01-01 to 10000-01-01, from the proleptic Gregorian
+        // calendar: 8030 years, their leap days, minus the 1970 start.
+        let days_before_year = |y: u64| 365 * (y - 1) + (y - 1) / 4 - (y - 1) / 100 + (y - 1) / 400;
+        assert_eq!(days_before_year(10_000) - days_before_year(1970), 2_932_897);
+        assert_eq!(MAX_UNIX_MS, 253_402_300_799_999);
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        for name in ["ping", "PING", "Ping", "pInG"] {
+            assert_eq!(cmd(name), Ok(Command::Ping { message: None }));
+        }
+        assert_eq!(cmd("cOuNt"), Ok(Command::Count));
+        assert_eq!(cmd("QUIT"), Ok(Command::Quit));
+    }
+
+    #[test]
+    fn ping() {
+        assert_eq!(
+            cmd("PING hello"),
+            Ok(Command::Ping {
+                message: Some(v("hello"))
+            })
+        );
+        assert_eq!(
+            err("PING a b"),
+            "ERR wrong number of arguments for 'ping' command"
+        );
+    }
+
+    #[test]
+    fn add_and_addat() {
+        assert_eq!(
+            cmd("ADD o:1 500"),
+            Ok(Command::Add {
+                id: v("o:1"),
+                delay_ms: 500,
+                replace: false
+            })
+        );
+        for flag in ["REPLACE", "replace", "RePlAcE"] {
+            assert_eq!(
+                cmd(&format!("add o:1 0 {flag}")),
+                Ok(Command::Add {
+                    id: v("o:1"),
+                    delay_ms: 0,
+                    replace: true
+                })
+            );
+        }
+        assert_eq!(
+            cmd("ADDAT o:1 1700000000000 REPLACE"),
+            Ok(Command::AddAt {
+                id: v("o:1"),
+                unix_ms: 1_700_000_000_000,
+                replace: true
+            })
+        );
+        for name in ["add", "addat"] {
+            let arity = format!("ERR wrong number of arguments for '{name}' command");
+            assert_eq!(err(name), arity);
+            assert_eq!(err(&format!("{name} x")), arity);
+            assert_eq!(err(&format!("{name} x 5 FOO")), "ERR syntax error");
+            assert_eq!(err(&format!("{name} x 5 REPLACEX")), "ERR syntax error");
+            assert_eq!(
+                err(&format!("{name} x 5 REPLACE REPLACE")),
+                "ERR syntax error"
+            );
+            assert_eq!(err(&format!("{name} x 5 REPLACE x")), "ERR syntax error");
+            // Left to right: the id is checked before the number, the number before the flag.
+            assert_eq!(err(&format!("{name} \u{7f} x FOO")), "ERR invalid id");
+            assert_eq!(
+                err(&format!("{name} x y FOO")),
+                "ERR value is not an integer or out of range"
+            );
+        }
+    }
+
+    #[test]
+    fn delay_boundaries() {
+        let delay = |text: &str| match cmd(&format!("ADD x {text}")) {
+            Ok(Command::Add { delay_ms, .. }) => Some(delay_ms),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert_eq!(e, CommandError::NotAnInteger, "{text}");
+                None
+            }
+        };
+        assert_eq!(delay("0"), Some(0));
+        assert_eq!(delay("1"), Some(1));
+        assert_eq!(delay("31622400000"), Some(MAX_DELAY_MS));
+        for bad in [
+            "31622400001",
+            "-1",
+            "-0",
+            "+1",
+            "01",
+            "1e3",
+            "1.5",
+            "0x10",
+            "",
+            "abc",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551616",
+            "99999999999999999999999999",
+        ] {
+            assert_eq!(delay(bad), None, "{bad}");
+        }
+        for bad in [&b" 1"[..], b"1 ", b"1\n", b"\x001"] {
+            assert_eq!(raw(&[b"ADD", b"x", bad]), Err(CommandError::NotAnInteger));
+        }
+    }
+
+    #[test]
+    fn unix_ms_boundaries() {
+        let at = |text: &str| match cmd(&format!("ADDAT x {text}")) {
+            Ok(Command::AddAt { unix_ms, .. }) => Some(unix_ms),
+            _ => None,
+        };
+        assert_eq!(at("0"), Some(0));
+        assert_eq!(at("253402300799999"), Some(MAX_UNIX_MS));
+        for bad in ["253402300800000", "-1", "9223372036854775808", "1e3"] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn id_boundaries() {
+        let id = |bytes: &[u8]| raw(&[b"CANCEL", bytes]);
+        for good in [&b"!"[..], b"~", b"o:1", b"!~", &[b'x'; MAX_ID_LEN]] {
+            assert_eq!(id(good), Ok(Command::Cancel { id: good.to_vec() }));
+            assert!(is_valid_id(good));
+        }
+        let long = [b'x'; MAX_ID_LEN + 1];
+        for bad in [
+            &b""[..],
+            b" ",
+            b"a b",
+            b"\x20",
+            b"\x7f",
+            b"a\x7f",
+            b"\0",
+            b"\r\n",
+            b"\xff",
+            &long,
+        ] {
+            assert_eq!(
+                id(bad),
+                Err(CommandError::InvalidId),
+                "{}",
+                bad.escape_ascii()
+            );
+            assert!(!is_valid_id(bad));
+        }
+        // Every byte on its own.
+        for b in 0..=u8::MAX {
+            assert_eq!(is_valid_id(&[b]), (0x21..=0x7e).contains(&b), "{b:#x}");
+        }
+        assert_eq!(
+            err("CANCEL"),
+            "ERR wrong number of arguments for 'cancel' command"
+        );
+        assert_eq!(
+            err("CANCEL a b"),
+            "ERR wrong number of arguments for 'cancel' command"
+        );
+        assert_eq!(cmd("PTTL o:1"), Ok(Command::Pttl { id: v("o:1") }));
+        assert_eq!(
+            err("PTTL"),
+            "ERR wrong number of arguments for 'pttl' command"
+        );
+        assert_eq!(
+            err("PTTL a b"),
+            "ERR wrong number of arguments for 'pttl' command"
+        );
+        assert_eq!(err("ADD  5"), "ERR invalid id");
+    }
+
+    #[test]
+    fn fixed_arity() {
+        for (line, name) in [
+            ("COUNT x", "count"),
+            ("QUIT now", "quit"),
+            ("SUBSCRIBE", "subscribe"),
+            ("AUTH", "auth"),
+            ("CONFIG", "config"),
+            ("CONFIG GET", "config|get"),
+            ("config get", "config|get"),
+            ("CLIENT", "client"),
+            ("SELECT", "select"),
+            ("SELECT 0 1", "select"),
+        ] {
+            assert_eq!(
+                err(line),
+                format!("ERR wrong number of arguments for '{name}' command"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn info_subscribe_command() {
+        assert_eq!(cmd("INFO"), Ok(Command::Info { sections: vec![] }));
+        assert_eq!(
+            cmd("INFO Server CLIENTS"),
+            Ok(Command::Info {
+                sections: vec![v("server"), v("clients")]
+            })
+        );
+        assert_eq!(
+            cmd("SUBSCRIBE a B"),
+            Ok(Command::Subscribe {
+                channels: vec![v("a"), v("B")]
+            })
+        );
+        assert_eq!(
+            cmd("UNSUBSCRIBE"),
+            Ok(Command::Unsubscribe { channels: vec![] })
+        );
+        assert_eq!(
+            cmd("unsubscribe a"),
+            Ok(Command::Unsubscribe {
+                channels: vec![v("a")]
+            })
+        );
+        assert_eq!(cmd("COMMAND"), Ok(Command::Command { args: vec![] }));
+        assert_eq!(
+            cmd("COMMAND DOCS ping"),
+            Ok(Command::Command {
+                args: vec![v("DOCS"), v("ping")]
+            })
+        );
+    }
+
+    #[test]
+    fn config_client_select() {
+        assert_eq!(
+            cmd("CONFIG GET save"),
+            Ok(Command::ConfigGet {
+                patterns: vec![v("save")]
+            })
+        );
+        assert_eq!(
+            cmd("config Get save appendonly"),
+            Ok(Command::ConfigGet {
+                patterns: vec![v("save"), v("appendonly")]
+            })
+        );
+        assert_eq!(
+            cmd("CONFIG SET Save x"),
+            Ok(Command::Config {
+                subcommand: v("set"),
+                args: vec![v("Save"), v("x")]
+            })
+        );
+        assert_eq!(
+            cmd("CONFIG RESETSTAT"),
+            Ok(Command::Config {
+                subcommand: v("resetstat"),
+                args: vec![]
+            })
+        );
+        assert_eq!(
+            cmd("CLIENT SETNAME App"),
+            Ok(Command::Client {
+                subcommand: v("setname"),
+                args: vec![v("App")]
+            })
+        );
+        assert_eq!(cmd("SELECT 0"), Ok(Command::Select { db: 0 }));
+        assert_eq!(cmd("SELECT -1"), Ok(Command::Select { db: -1 }));
+        assert_eq!(
+            err("SELECT x"),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(
+            err("SELECT 01"),
+            "ERR value is not an integer or out of range"
+        );
+    }
+
+    #[test]
+    fn auth() {
+        assert_eq!(
+            cmd("AUTH pass"),
+            Ok(Command::Auth(Credentials {
+                user: None,
+                password: v("pass")
+            }))
+        );
+        assert_eq!(
+            cmd("auth default pass"),
+            Ok(Command::Auth(Credentials {
+                user: Some(v("default")),
+                password: v("pass")
+            }))
+        );
+        assert_eq!(err("AUTH a b c"), "ERR syntax error");
+        let debug = format!("{:?}", cmd("AUTH user secret").unwrap());
+        assert!(
+            debug.contains("user") && !debug.contains("secret"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn hello() {
+        let hello = |protocol, auth: Option<(&str, &str)>, setname: Option<&str>| {
+            Ok(Command::Hello {
+                protocol,
+                auth: auth.map(|(user, password)| Credentials {
+                    user: Some(v(user)),
+                    password: v(password),
+                }),
+                setname: setname.map(v),
+            })
+        };
+        assert_eq!(cmd("HELLO"), hello(None, None, None));
+        assert_eq!(cmd("HELLO 2"), hello(Some(Protocol::Resp2), None, None));
+        assert_eq!(cmd("hello 3"), hello(Some(Protocol::Resp3), None, None));
+        assert_eq!(
+            cmd("HELLO 3 AUTH default pass"),
+            hello(Some(Protocol::Resp3), Some(("default", "pass")), None)
+        );
+        assert_eq!(
+            cmd("HELLO 3 setname app auth u p"),
+            hello(Some(Protocol::Resp3), Some(("u", "p")), Some("app"))
+        );
+        assert_eq!(
+            cmd("HELLO 2 SETNAME a SETNAME b"),
+            hello(Some(Protocol::Resp2), None, Some("b"))
+        );
+        assert_eq!(
+            raw(&[b"HELLO", b"3", b"SETNAME", b""]),
+            hello(Some(Protocol::Resp3), None, Some(""))
+        );
+
+        let version = "ERR Protocol version is not an integer or out of range";
+        assert_eq!(err("HELLO x"), version);
+        assert_eq!(err("HELLO AUTH u p"), version);
+        assert_eq!(err("HELLO 3.0"), version);
+        for bad in ["0", "1", "4", "-1", "9223372036854775807"] {
+            assert_eq!(
+                err(&format!("HELLO {bad}")),
+                "NOPROTO unsupported protocol version"
+            );
+        }
+        assert_eq!(
+            err("HELLO 3 AUTH u"),
+            "ERR Syntax error in HELLO option 'AUTH'"
+        );
+        assert_eq!(
+            err("HELLO 3 SETNAME"),
+            "ERR Syntax error in HELLO option 'SETNAME'"
+        );
+        assert_eq!(err("HELLO 3 FOO"), "ERR Syntax error in HELLO option 'FOO'");
+        assert_eq!(
+            err("HELLO 3 AUTH u p x"),
+            "ERR Syntax error in HELLO option 'x'"
+        );
+        assert_eq!(
+            raw(&[b"HELLO", b"3", b"SETNAME", b"a b"])
+                .unwrap_err()
+                .to_string(),
+            "ERR Client names cannot contain spaces, newlines or special characters."
+        );
+        assert_eq!(
+            raw(&[b"HELLO", b"3", b"x\r\n"]).unwrap_err().to_string(),
+            r"ERR Syntax error in HELLO option 'x\r\n'"
+        );
+    }
+
+    #[test]
+    fn unknown_commands_are_echoed_safely() {
+        assert_eq!(err("FOO"), "ERR unknown command 'FOO'");
+        assert_eq!(err("foo bar"), "ERR unknown command 'foo'");
+        assert_eq!(
+            raw(&[b"GET\r\n+OK"]).unwrap_err().to_string(),
+            r"ERR unknown command 'GET\r\n+OK'"
+        );
+        assert_eq!(
+            raw(&[b"it's\x00\xff"]).unwrap_err().to_string(),
+            r"ERR unknown command 'it\'s\x00\xff'"
+        );
+        assert_eq!(
+            raw(&[b""]).unwrap_err().to_string(),
+            "ERR unknown command ''"
+        );
+        assert_eq!(raw(&[]).unwrap_err().to_string(), "ERR unknown command ''");
+
+        let long = "x".repeat(MAX_ECHO_LEN + 1);
+        assert_eq!(
+            err(&long),
+            format!("ERR unknown command '{}...'", &long[..MAX_ECHO_LEN])
+        );
+        let exact = "x".repeat(MAX_ECHO_LEN);
+        assert_eq!(err(&exact), format!("ERR unknown command '{exact}'"));
+    }
+
+    #[test]
+    fn unknown_subcommand_text() {
+        let error = CommandError::UnknownSubcommand {
+            command: "config",
+            subcommand: v("foo\n"),
+        };
+        assert_eq!(
+            error.to_string(),
+            r"ERR unknown subcommand 'foo\n'. Try CONFIG HELP."
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for line in [
+            "PING",
+            "ADD x 1",
+            "ADDAT x 1",
+            "CANCEL x",
+            "PTTL x",
+            "COUNT",
+            "INFO",
+            "SUBSCRIBE c",
+            "UNSUBSCRIBE",
+            "QUIT",
+            "HELLO",
+            "AUTH p",
+            "COMMAND",
+            "CONFIG GET x",
+            "CONFIG SET x y",
+            "CLIENT LIST",
+            "SELECT 0",
+        ] {
+            let command = cmd(line).unwrap();
+            let name = line.split(' ').next().unwrap().to_ascii_lowercase();
+            assert_eq!(command.name(), name);
+            let request = Request::new(line.split(' ').map(v).collect());
+            assert_eq!(Command::try_from(request), Ok(command));
+        }
+    }
+}
+>>>>>>> proto

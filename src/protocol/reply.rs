@@ -231,3 +231,149 @@ impl fmt::Write for OneLine<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(reply: &Reply, proto: Protocol) -> Vec<u8> {
+        let mut out = Vec::new();
+        reply.encode(proto, &mut out);
+        out
+    }
+
+    /// The same bytes in both protocols.
+    fn both(reply: Reply, expected: &[u8]) {
+        for proto in [Protocol::Resp2, Protocol::Resp3] {
+            assert_eq!(
+                encode(&reply, proto).escape_ascii().to_string(),
+                expected.escape_ascii().to_string(),
+                "{proto:?}"
+            );
+        }
+    }
+
+    /// Different bytes per protocol.
+    fn each(reply: Reply, resp2: &[u8], resp3: &[u8]) {
+        for (proto, expected) in [(Protocol::Resp2, resp2), (Protocol::Resp3, resp3)] {
+            assert_eq!(
+                encode(&reply, proto).escape_ascii().to_string(),
+                expected.escape_ascii().to_string(),
+                "{proto:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scalars() {
+        both(Reply::OK, b"+OK\r\n");
+        both(Reply::simple(String::from("PONG")), b"+PONG\r\n");
+        both(Reply::error("ERR syntax error"), b"-ERR syntax error\r\n");
+        both(Reply::Integer(0), b":0\r\n");
+        both(Reply::from(-1), b":-1\r\n");
+        both(Reply::Integer(i64::MAX), b":9223372036854775807\r\n");
+        both(Reply::Integer(i64::MIN), b":-9223372036854775808\r\n");
+        both(Reply::bulk(""), b"$0\r\n\r\n");
+        both(Reply::bulk(b"a\r\nb".to_vec()), b"$4\r\na\r\nb\r\n");
+        each(Reply::Null, b"$-1\r\n", b"_\r\n");
+    }
+
+    #[test]
+    fn lines_stay_on_one_line() {
+        both(Reply::simple("a\r\nb\tc\0d\x7f"), b"+a  b c d \r\n");
+        both(Reply::error("ERR x\r\n+OK"), b"-ERR x  +OK\r\n");
+        // Non-ASCII UTF-8 is kept.
+        both(
+            Reply::error("ERR caf\u{e9}"),
+            "-ERR caf\u{e9}\r\n".as_bytes(),
+        );
+        let mut out = Vec::new();
+        write_error(&mut out, format_args!("ERR {}", "a\nb"));
+        assert_eq!(out, b"-ERR a b\r\n");
+        out.clear();
+        write_error(&mut out, "");
+        assert_eq!(out, b"-\r\n");
+    }
+
+    #[test]
+    fn aggregates() {
+        both(Reply::Array(vec![]), b"*0\r\n");
+        both(
+            Reply::Array(vec![Reply::Integer(1), Reply::bulk("x")]),
+            b"*2\r\n:1\r\n$1\r\nx\r\n",
+        );
+        each(
+            Reply::Map(vec![
+                (Reply::bulk("a"), Reply::Integer(1)),
+                (Reply::bulk("b"), Reply::Null),
+            ]),
+            b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n$-1\r\n",
+            b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n_\r\n",
+        );
+        each(Reply::Map(vec![]), b"*0\r\n", b"%0\r\n");
+        each(
+            Reply::Push(vec![Reply::bulk("message"), Reply::bulk("c")]),
+            b"*2\r\n$7\r\nmessage\r\n$1\r\nc\r\n",
+            b">2\r\n$7\r\nmessage\r\n$1\r\nc\r\n",
+        );
+        each(
+            Reply::Array(vec![Reply::Map(vec![(
+                Reply::simple("k"),
+                Reply::Array(vec![Reply::Null]),
+            )])]),
+            b"*1\r\n*2\r\n+k\r\n*1\r\n$-1\r\n",
+            b"*1\r\n%1\r\n+k\r\n*1\r\n_\r\n",
+        );
+    }
+
+    #[test]
+    fn verbatim() {
+        each(
+            Reply::Verbatim {
+                format: *b"txt",
+                text: b"a\r\nb".to_vec(),
+            },
+            b"$4\r\na\r\nb\r\n",
+            b"=8\r\ntxt:a\r\nb\r\n",
+        );
+        each(
+            Reply::Verbatim {
+                format: *b"mkd",
+                text: Vec::new(),
+            },
+            b"$0\r\n\r\n",
+            b"=4\r\nmkd:\r\n",
+        );
+    }
+
+    #[test]
+    fn hot_path_writers() {
+        let mut out = Vec::new();
+        write_integer(&mut out, 123);
+        write_simple(&mut out, "OK");
+        write_bulk(&mut out, b"v");
+        write_null(&mut out, Protocol::Resp2);
+        write_null(&mut out, Protocol::Resp3);
+        write_array_header(&mut out, 2);
+        write_map_header(&mut out, Protocol::Resp2, 2);
+        write_map_header(&mut out, Protocol::Resp3, 2);
+        write_push_header(&mut out, Protocol::Resp2, 3);
+        write_push_header(&mut out, Protocol::Resp3, 3);
+        write_verbatim(&mut out, Protocol::Resp3, *b"txt", b"hi");
+        write_protocol_error(&mut out, &ProtocolError::ExpectedDollar(b'\n'));
+        assert_eq!(
+            out.escape_ascii().to_string(),
+            b":123\r\n+OK\r\n$1\r\nv\r\n$-1\r\n_\r\n*2\r\n*4\r\n%2\r\n*3\r\n>3\r\n=6\r\ntxt:hi\r\n\
+              -ERR Protocol error: expected '$', got '\\n'\r\n"
+                .escape_ascii()
+                .to_string()
+        );
+    }
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(Protocol::default(), Protocol::Resp2);
+        assert_eq!(Protocol::Resp2.version(), 2);
+        assert_eq!(Protocol::Resp3.version(), 3);
+    }
+}

@@ -364,7 +364,7 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Quote {
-    None,
+    Unquoted,
     Double,
     Single,
 }
@@ -372,17 +372,17 @@ enum Quote {
 /// Reads one word starting at `pos` (not a blank) into `word`; returns the
 /// position after it.
 fn read_word(line: &[u8], mut pos: usize, word: &mut Vec<u8>) -> Result<usize, ProtocolError> {
-    let mut quote = Quote::None;
+    let mut quote = Quote::Unquoted;
     loop {
         let Some(&b) = line.get(pos) else {
             return match quote {
-                Quote::None => Ok(pos),
+                Quote::Unquoted => Ok(pos),
                 Quote::Double | Quote::Single => Err(ProtocolError::UnbalancedQuotes),
             };
         };
         let next = line.get(pos + 1).copied();
         match quote {
-            Quote::None => match b {
+            Quote::Unquoted => match b {
                 _ if is_blank(b) => return Ok(pos),
                 b'"' => quote = Quote::Double,
                 b'\'' => quote = Quote::Single,
