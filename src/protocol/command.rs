@@ -180,13 +180,9 @@ impl Command {
         let rest = args;
         Ok(match name.to_ascii_lowercase().as_slice() {
             b"ping" => {
-<<<<<<< HEAD
-                at_most("ping", &rest, 1)?;
-=======
                 if rest.len() > 1 {
                     return Err(CommandError::WrongArity("ping"));
                 }
->>>>>>> proto
                 Self::Ping {
                     message: rest.into_iter().next(),
                 }
@@ -300,16 +296,6 @@ fn exactly<const N: usize>(
     rest.try_into().map_err(|_| CommandError::WrongArity(name))
 }
 
-<<<<<<< HEAD
-fn at_most(name: &'static str, rest: &[Vec<u8>], max: usize) -> Result<(), CommandError> {
-    if rest.len() > max {
-        return Err(CommandError::WrongArity(name));
-    }
-    Ok(())
-}
-
-=======
->>>>>>> proto
 fn check_id(id: Vec<u8>) -> Result<Vec<u8>, CommandError> {
     if !is_valid_id(&id) {
         return Err(CommandError::InvalidId);
@@ -497,8 +483,6 @@ impl fmt::Display for Echo<'_> {
         Ok(())
     }
 }
-<<<<<<< HEAD
-=======
 
 #[cfg(test)]
 mod tests {
@@ -969,4 +953,3 @@ mod tests {
         }
     }
 }
->>>>>>> proto
