@@ -12,6 +12,8 @@
 //! - [`handler`]: the close-order task ([`Handler`]) and its retry policy.
 //! - [`clock`]: time sources, including a manual clock for tests.
 //! - [`id`]: order ids, stored inline when short.
+//! - `model` (hidden): a reference model of the engine, for the property
+//!   tests and the fuzz target.
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -19,6 +21,8 @@ pub mod clock;
 pub mod engine;
 pub mod handler;
 pub mod id;
+#[doc(hidden)]
+pub mod model;
 pub mod wheel;
 
 pub use clock::{Clock, ManualClock, SystemClock};
