@@ -15,6 +15,8 @@
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
 //! - [`server`]: the `mio` event loop, connections, commands, pub/sub.
+//! - `model` (hidden): a reference model of the engine, for the property
+//!   tests and the fuzz target.
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -24,6 +26,8 @@ pub mod handler;
 pub mod id;
 pub mod protocol;
 pub mod server;
+#[doc(hidden)]
+pub mod model;
 pub mod wheel;
 
 #[doc(hidden)]

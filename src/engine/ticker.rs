@@ -66,33 +66,20 @@ pub(super) fn run_due(shared: &Shared) -> usize {
         for shard in shared.shards.iter() {
             shard.lock().advance_to(tick, &mut batch);
         }
-        let fired_ms = shared.clock.now_ms();
-        shared
-            .counters
-            .fired
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        shared
-            .counters
-            .inflight
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for expired in batch.drain(..) {
-            let fired = Fired {
-                id: expired.id,
-                deadline_ms: expired.deadline_ms,
-                fired_ms,
-                attempt: 1,
-            };
+        for fired in first_attempts(shared, &mut batch) {
             hand_off(fired, &mut inline);
         }
         shared.last_tick.store(tick, Ordering::Relaxed);
     }
+    // Shard locks are taken one at a time, so a timer may have been
+    // scheduled since the search above, due by `target` (its deadline
+    // already passed): this pass fires it, and it must be handed on too.
     for shard in shared.shards.iter() {
         shard.lock().advance_to(target, &mut batch);
     }
-    debug_assert!(
-        batch.is_empty(),
-        "fired after the last expiration: {batch:?}"
-    );
+    for fired in first_attempts(shared, &mut batch) {
+        hand_off(fired, &mut inline);
+    }
     shared.last_tick.fetch_max(target, Ordering::Relaxed);
 
     for retry in shared.retries.take_due(now_ms) {
@@ -105,6 +92,23 @@ pub(super) fn run_due(shared: &Shared) -> usize {
         pool::run_job(shared, fired);
     }
     started
+}
+
+/// Counts what the wheels gave up and turns it into first attempts.
+fn first_attempts<'a>(
+    shared: &Shared,
+    batch: &'a mut Vec<Expired>,
+) -> impl Iterator<Item = Fired> + 'a {
+    let n = batch.len() as u64;
+    shared.counters.fired.fetch_add(n, Ordering::Relaxed);
+    shared.counters.inflight.fetch_add(n, Ordering::Relaxed);
+    let fired_ms = shared.clock.now_ms();
+    batch.drain(..).map(move |expired| Fired {
+        id: expired.id,
+        deadline_ms: expired.deadline_ms,
+        fired_ms,
+        attempt: 1,
+    })
 }
 
 /// The first tick at or before `target` at which some shard has work.
