@@ -11,6 +11,7 @@
 //! | `INFO` | `[section ...]` |
 //! | `SUBSCRIBE` | `channel [channel ...]` |
 //! | `UNSUBSCRIBE` | `[channel ...]` |
+//! | `PUNSUBSCRIBE` | `[pattern ...]` |
 //! | `HELLO` | `[protover [AUTH user password] [SETNAME name]]` |
 //! | `AUTH` | `[user] password` |
 //! | `COMMAND` | anything |
@@ -125,6 +126,13 @@ pub enum Command {
         /// Empty means every channel.
         channels: Vec<Vec<u8>>,
     },
+    /// `PUNSUBSCRIBE [pattern ...]`. There are no pattern subscriptions,
+    /// but clients leaving pub/sub mode send it (the `redis` crate always
+    /// does) and wait for its confirmation.
+    Punsubscribe {
+        /// Empty means every pattern.
+        patterns: Vec<Vec<u8>>,
+    },
     /// `QUIT`.
     Quit,
     /// `HELLO [protover [AUTH user password] [SETNAME name]]`.
@@ -225,6 +233,7 @@ impl Command {
                 Self::Subscribe { channels: rest }
             }
             b"unsubscribe" => Self::Unsubscribe { channels: rest },
+            b"punsubscribe" => Self::Punsubscribe { patterns: rest },
             b"quit" => {
                 let [] = exactly("quit", rest)?;
                 Self::Quit
@@ -269,6 +278,7 @@ impl Command {
             Self::Info { .. } => "info",
             Self::Subscribe { .. } => "subscribe",
             Self::Unsubscribe { .. } => "unsubscribe",
+            Self::Punsubscribe { .. } => "punsubscribe",
             Self::Quit => "quit",
             Self::Hello { .. } => "hello",
             Self::Auth(_) => "auth",

@@ -1,11 +1,11 @@
 //! Executes one request for one connection and writes its reply.
 //!
 //! Ground rules:
-//! - Every request gets exactly one reply (SUBSCRIBE/UNSUBSCRIBE: one per
+//! - Every request gets exactly one reply ((P)(UN)SUBSCRIBE: one per
 //!   channel, as Redis does), written in the connection's protocol.
 //! - Until a connection authenticates, only AUTH, HELLO, PING and QUIT run.
-//! - A RESP2 connection that subscribed may only PING, (UN)SUBSCRIBE and
-//!   QUIT; a RESP3 one may run anything, as in Redis 7.
+//! - A RESP2 connection that subscribed may only PING, (UN)SUBSCRIBE,
+//!   PUNSUBSCRIBE and QUIT; a RESP3 one may run anything, as in Redis 7.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -52,7 +52,12 @@ pub fn execute(
         return;
     }
     let subscribed_resp2 = session.protocol == Protocol::Resp2 && !session.channels.is_empty();
-    if subscribed_resp2 && !matches!(&name[..], b"ping" | b"subscribe" | b"unsubscribe" | b"quit") {
+    if subscribed_resp2
+        && !matches!(
+            &name[..],
+            b"ping" | b"subscribe" | b"unsubscribe" | b"punsubscribe" | b"quit"
+        )
+    {
         write_error(
             out,
             format_args!(
@@ -152,6 +157,16 @@ pub fn execute(
                     Some(&channel),
                     session.channels.len(),
                 );
+            }
+        }
+        // No pattern is ever subscribed: confirm as Redis does for none.
+        Command::Punsubscribe { patterns } => {
+            let count = session.channels.len();
+            if patterns.is_empty() {
+                subscription_reply(out, proto, b"punsubscribe", None, count);
+            }
+            for pattern in patterns {
+                subscription_reply(out, proto, b"punsubscribe", Some(&pattern), count);
             }
         }
         Command::Quit => {

@@ -116,7 +116,7 @@ impl Connection {
         mut execute: impl FnMut(&mut Session, protocol::Request, &mut Vec<u8>),
     ) -> io::Result<Drive> {
         for _ in 0..READS_PER_DRIVE {
-            self.process_input(&mut execute);
+            let held_back = self.process_input(&mut execute);
             self.flush()?;
             if self.session.closing || self.eof {
                 return Ok(if self.unsent() == 0 {
@@ -128,6 +128,11 @@ impl Connection {
             if self.unsent() > OUTPUT_HIGH_WATER {
                 // Resumed by the next writable event.
                 return Ok(Drive::Idle);
+            }
+            if held_back {
+                // The socket took the output: answer what is buffered before
+                // reading, as no event may come for it.
+                continue;
             }
             let chunk = READ_CHUNK.min(scratch.len());
             let read = &mut scratch[..chunk];
@@ -146,11 +151,11 @@ impl Connection {
     }
 
     /// Parses and executes every complete request buffered, unless output
-    /// is backed up.
+    /// is backed up; `true` if it stopped for the output, with input left.
     fn process_input(
         &mut self,
         execute: &mut impl FnMut(&mut Session, protocol::Request, &mut Vec<u8>),
-    ) {
+    ) -> bool {
         let mut consumed = 0;
         while !self.session.closing && self.unsent() <= OUTPUT_HIGH_WATER {
             match protocol::parse_request(&self.input[consumed..]) {
@@ -168,6 +173,7 @@ impl Connection {
         }
         self.input.drain(..consumed);
         self.input.shrink_to(KEPT_CAPACITY.max(self.input.len()));
+        !self.session.closing && self.unsent() > OUTPUT_HIGH_WATER && !self.input.is_empty()
     }
 
     /// Writes as much output as the socket takes.

@@ -59,6 +59,12 @@ impl Subscription {
         !self.overflowed.load(Ordering::Relaxed)
     }
 
+    /// Whether the queue went over its limit: the subscriber fell too far
+    /// behind and must be disconnected.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
     fn push(&self, message: &[u8]) {
         if self.overflowed.load(Ordering::Relaxed) {
             return;

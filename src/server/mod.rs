@@ -40,7 +40,8 @@ use hub::Hub;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 
-/// How long shutdown waits for replies to drain.
+/// How long shutdown keeps answering requests already sent and waits for
+/// replies to drain.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
 /// Server settings (the `serve` flags).
@@ -326,23 +327,7 @@ impl IoLoop {
     fn take_notified(&mut self) -> Vec<Token> {
         let mut tokens = Vec::new();
         while let Ok(token) = self.notify_rx.try_recv() {
-            if let Some(conn) = self.connections.get_mut(&token) {
-                let Some(sub) = conn.session.subscription.clone() else {
-                    continue;
-                };
-                let limit = self.shared.config.max_subscriber_backlog;
-                if conn.unsent() < limit && !sub.drain_into(conn.output_mut()) {
-                    self.shared
-                        .counters
-                        .subscriber_overflows
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        client = conn.session.id,
-                        "subscriber fell too far behind; disconnected"
-                    );
-                    self.close(token);
-                    continue;
-                }
+            if self.connections.contains_key(&token) {
                 tokens.push(token);
             }
         }
@@ -353,6 +338,25 @@ impl IoLoop {
         let Some(conn) = self.connections.get_mut(&token) else {
             return;
         };
+        match pump_subscription(conn, self.shared.config.max_subscriber_backlog) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.shared
+                    .counters
+                    .subscriber_overflows
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    client = conn.session.id,
+                    "subscriber fell too far behind; disconnected"
+                );
+                self.close(token);
+                return;
+            }
+            Err(_) => {
+                self.close(token);
+                return;
+            }
+        }
         let io = commands::IoContext {
             token,
             notify: &self.notify_tx,
@@ -401,20 +405,24 @@ impl IoLoop {
         }
     }
 
-    /// Shutdown: answer buffered requests, flush, close everything.
+    /// Shutdown: keep answering what clients already sent, which may wait
+    /// behind output the client has still to read, until every connection
+    /// is quiet (twice in a row, for bytes still on their way) or
+    /// [`SHUTDOWN_FLUSH`] has passed; then close everything.
     fn finish(&mut self, scratch: &mut [u8]) -> io::Result<()> {
         if let Some((mut listener, _)) = self.acceptor.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let tokens: Vec<Token> = self.connections.keys().copied().collect();
-        for &token in &tokens {
-            self.drive(token, scratch);
-        }
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
-        while Instant::now() < deadline && self.connections.values().any(|c| c.unsent() > 0) {
-            for conn in self.connections.values_mut() {
-                let _ = conn.flush();
+        let mut quiet_rounds = 0;
+        while quiet_rounds < 2 && Instant::now() < deadline {
+            self.ready.clear();
+            let tokens: Vec<Token> = self.connections.keys().copied().collect();
+            for token in tokens {
+                self.drive(token, scratch);
             }
+            let quiet = self.ready.is_empty() && self.connections.values().all(|c| c.unsent() == 0);
+            quiet_rounds = if quiet { quiet_rounds + 1 } else { 0 };
             std::thread::sleep(Duration::from_millis(5));
         }
         let tokens: Vec<Token> = self.connections.keys().copied().collect();
@@ -422,6 +430,30 @@ impl IoLoop {
             self.close(token);
         }
         Ok(())
+    }
+}
+
+/// Moves a subscriber's queued messages into its output while it is less
+/// than `limit` bytes behind; `Ok(false)` if the queue overflowed (the client
+/// fell too far behind and must be disconnected).
+///
+/// Runs on every turn of the connection, not only when the hub notifies: the
+/// hub notifies only when the queue goes from empty to non-empty, so messages
+/// held back while the output was full move once the client has read enough
+/// (the socket's writable event brings the connection back here).
+fn pump_subscription(conn: &mut Connection, limit: usize) -> io::Result<bool> {
+    let Some(sub) = conn.session.subscription.clone() else {
+        return Ok(true);
+    };
+    if conn.unsent() >= limit {
+        // Still that far behind after this means the socket is full, and
+        // its writable event will bring us back.
+        conn.flush()?;
+    }
+    if conn.unsent() < limit {
+        Ok(sub.drain_into(conn.output_mut()))
+    } else {
+        Ok(!sub.overflowed())
     }
 }
 

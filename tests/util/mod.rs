@@ -728,11 +728,25 @@ impl TimewheelServer {
     /// Sends SIGTERM (via `kill`) and waits up to `timeout` for the exit;
     /// returns the exit status, or `None` if it did not exit in time.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.send_sigterm();
+        self.wait_exit(timeout)
+    }
+
+    /// Sends SIGTERM (via `kill`) and returns at once, so a test can act
+    /// while the server shuts down; then [`TimewheelServer::wait_exit`].
+    pub fn send_sigterm(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its exit
+    /// status, or `None` (and kills it) if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
