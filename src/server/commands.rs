@@ -18,8 +18,8 @@ use super::connection::Session;
 use super::hub::Subscription;
 use crate::engine::ScheduleError;
 use crate::protocol::{
-    Command, Credentials, Protocol, Request, write_array_header, write_bulk, write_error,
-    write_integer, write_map_header, write_null, write_push_header, write_simple,
+    Command, CommandError, Credentials, Protocol, Request, write_array_header, write_bulk,
+    write_error, write_integer, write_map_header, write_null, write_push_header, write_simple,
 };
 
 /// The channel fired timers are published on.
@@ -190,8 +190,32 @@ pub fn execute(
                 );
                 return;
             }
-            if let Some(protocol) = protocol {
+            if let Some(protocol) = protocol
+                && protocol != session.protocol
+            {
                 session.protocol = protocol;
+                // Pushes are encoded per subscription: re-register in the new
+                // protocol, and send what was queued (old encoding) before the
+                // HELLO reply, which is the last frame in the old protocol.
+                if let Some(old) = session.subscription.take() {
+                    let new = Arc::new(Subscription::new(
+                        io.token,
+                        protocol,
+                        shared.config.max_subscriber_backlog,
+                        io.notify.clone(),
+                        io.waker.clone(),
+                    ));
+                    shared.hub.replace(&old, new.clone());
+                    session.subscription = Some(new);
+                    if !old.drain_into(out) {
+                        // It had already fallen too far behind.
+                        shared
+                            .counters
+                            .subscriber_overflows
+                            .fetch_add(1, Ordering::Relaxed);
+                        session.closing = true;
+                    }
+                }
             }
             if let Some(name) = setname {
                 session.name = Some(String::from_utf8_lossy(&name).into_owned());
@@ -351,10 +375,15 @@ fn hello_reply(out: &mut Vec<u8>, session: &Session) {
 
 fn client(session: &mut Session, subcommand: &[u8], args: &[Vec<u8>], out: &mut Vec<u8>) {
     match subcommand {
-        b"setname" if args.len() == 1 => {
-            session.name = Some(String::from_utf8_lossy(&args[0]).into_owned());
-            write_simple(out, "OK");
-        }
+        b"setname" => match args {
+            // Same rule as HELLO SETNAME: the name must not break CLIENT LIST.
+            [name] if name.iter().all(u8::is_ascii_graphic) => {
+                session.name = Some(String::from_utf8_lossy(name).into_owned());
+                write_simple(out, "OK");
+            }
+            [_] => write_error(out, CommandError::InvalidClientName),
+            _ => write_error(out, CommandError::WrongArity("client|setname")),
+        },
         b"getname" => match &session.name {
             Some(name) => write_bulk(out, name.as_bytes()),
             None => write_null(out, session.protocol),

@@ -111,6 +111,14 @@ impl Hub {
             .retain(|s| !Arc::ptr_eq(s, subscription));
     }
 
+    /// Swaps `old` for `new` in one step, so no message misses both and
+    /// none reaches both (a connection changing protocol while subscribed).
+    pub fn replace(&self, old: &Arc<Subscription>, new: Arc<Subscription>) {
+        let mut subscribers = self.subscribers.write();
+        subscribers.retain(|s| !Arc::ptr_eq(s, old));
+        subscribers.push(new);
+    }
+
     pub fn len(&self) -> usize {
         self.subscribers.read().len()
     }
