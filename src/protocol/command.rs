@@ -178,7 +178,8 @@ impl Command {
         }
         let name = args.remove(0);
         let rest = args;
-        Ok(match name.to_ascii_lowercase().as_slice() {
+        let mut lowercase = [0; LONGEST_NAME];
+        Ok(match lowercase_name(&name, &mut lowercase) {
             b"ping" => {
                 at_most("ping", &rest, 1)?;
                 Self::Ping {
@@ -284,6 +285,22 @@ impl TryFrom<Request> for Command {
     fn try_from(request: Request) -> Result<Self, CommandError> {
         Self::from_request(request)
     }
+}
+
+/// Bytes in the longest command name (`unsubscribe`).
+const LONGEST_NAME: usize = 11;
+
+/// `name` in ASCII lowercase, written into `buf`, so matching a command costs
+/// no allocation. A name longer than every command is returned empty, which
+/// matches nothing.
+fn lowercase_name<'a>(name: &[u8], buf: &'a mut [u8; LONGEST_NAME]) -> &'a [u8] {
+    let Some(buf) = buf.get_mut(..name.len()) else {
+        return &[];
+    };
+    for (lower, &b) in buf.iter_mut().zip(name) {
+        *lower = b.to_ascii_lowercase();
+    }
+    buf
 }
 
 /// Exactly `N` arguments after the name.
@@ -486,5 +503,76 @@ impl fmt::Display for Echo<'_> {
             f.write_str("...")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, CommandError> {
+        Command::from_request(Request::new(
+            args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        ))
+    }
+
+    #[test]
+    fn every_command_name_fits_the_lowercase_buffer() {
+        let names = [
+            "ping",
+            "add",
+            "addat",
+            "cancel",
+            "pttl",
+            "count",
+            "info",
+            "subscribe",
+            "unsubscribe",
+            "quit",
+            "hello",
+            "auth",
+            "command",
+            "config",
+            "client",
+            "select",
+        ];
+        assert_eq!(names.iter().map(|n| n.len()).max(), Some(LONGEST_NAME));
+        for name in names {
+            assert!(
+                !matches!(parse(&[name]), Err(CommandError::UnknownCommand(_))),
+                "{name} is not recognised"
+            );
+        }
+    }
+
+    #[test]
+    fn names_match_in_any_case() {
+        assert_eq!(parse(&["PiNg"]), Ok(Command::Ping { message: None }));
+        assert_eq!(
+            parse(&["UNSUBSCRIBE"]),
+            Ok(Command::Unsubscribe { channels: vec![] })
+        );
+        assert_eq!(
+            parse(&["aDD", "o:1", "10", "replace"]),
+            Ok(Command::Add {
+                id: b"o:1".to_vec(),
+                delay_ms: 10,
+                replace: true
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_echoed_as_sent() {
+        for name in ["", "PINGX", "UNSUBSCRIBEX", "a-much-longer-unknown-NAME"] {
+            assert_eq!(
+                parse(&[name]),
+                Err(CommandError::UnknownCommand(name.as_bytes().to_vec()))
+            );
+        }
+        assert_eq!(
+            Command::from_request(Request::new(vec![])),
+            Err(CommandError::UnknownCommand(vec![]))
+        );
     }
 }
