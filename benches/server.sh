@@ -60,6 +60,7 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/timewheel-serverbench.XXXXXX")
 TW_PID=
 REDIS_PID=
+BENCH_PID=
 
 stop_servers() {
     local pid
@@ -73,6 +74,7 @@ stop_servers() {
     REDIS_PID=
 }
 cleanup() {
+    [[ -z $BENCH_PID ]] || kill "$BENCH_PID" 2>/dev/null || true
     stop_servers
     rm -rf "$WORK"
 }
@@ -87,8 +89,9 @@ start_timewheel() {
     # A fresh log per start: the port is read from it, never from an old one.
     local log
     log=$(mktemp "$WORK/timewheel.XXXXXX.log")
+    # The port is read from the info-level log line.
     # shellcheck disable=SC2086  # TIMEWHEEL_ARGS is a list of flags
-    RUST_LOG=${RUST_LOG:-info} "$BIN" serve --bind 127.0.0.1:0 \
+    RUST_LOG=info "$BIN" serve --bind 127.0.0.1:0 \
         --io-threads "$IO_THREADS" $TIMEWHEEL_ARGS 2>"$log" &
     TW_PID=$!
     TW_PORT=
@@ -121,7 +124,8 @@ start_redis() {
         done
         wait "$REDIS_PID" 2>/dev/null || true
         REDIS_PID=
-        echo "server.sh: redis-server on port $REDIS_PORT failed (attempt $attempt)" >&2
+        echo "server.sh: redis-server on port $REDIS_PORT failed (attempt $attempt):" \
+            "$(tail -n 1 "$WORK/redis.log" 2>/dev/null)" >&2
     done
     die "could not start redis-server"
 }
@@ -132,39 +136,62 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 # CPU ticks the whole machine has been busy (all cores, everything but idle and iowait).
 machine_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
+# Sets CHILD_CPU: this shell's reaped children's user + system CPU seconds so
+# far, from the `times` builtin (no extra tools). It must run in this shell,
+# not in a $(...), so it sets a variable instead of printing.
+children_cpu_seconds() {
+    times >"$WORK/times"
+    CHILD_CPU=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/)
+        print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$WORK/times")
+}
+
 # bench NAME PORT SERVER_PID REDIS_BENCHMARK_ARGS...
-# Prints one line: NAME rps p50 p99 server_cpu% bench_cpu% other_cpu% (CPU in % of one
-# core; other = everything else on the machine, e.g. other people's compilers).
+# Appends one line to RESULTS: NAME rps p50 p99 server_cpu% bench_cpu% other_cpu% (CPU in %
+# of one core; other = everything else on the machine, e.g. other people's compilers).
 bench() {
     local name=$1 port=$2 pid=$3
     shift 3
     local threads=()
     [[ -n $BENCH_THREADS ]] && threads=(--threads "$BENCH_THREADS")
-    local before after busy_before busy_after csv times
+    local csv=$WORK/$name.csv
+    local before busy_before bench_before start
     before=$(cpu_ticks "$pid")
     busy_before=$(machine_busy_ticks)
-    csv=$WORK/$name.csv
-    times=$WORK/$name.time
-    # bash's `time` gives redis-benchmark's own CPU use without other tools.
-    # `timeout`: redis-benchmark retries forever at full CPU if the server dies.
-    { TIMEFORMAT='%R %U %S'; time timeout "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -c "$C" \
-        -r "$R" "${threads[@]}" --csv "$@" >"$csv" 2>"$WORK/$name.err"; } 2>"$times" \
-        || { cat "$WORK/$name.err" "$csv" >&2; die "redis-benchmark failed ($name)"; }
+    children_cpu_seconds
+    bench_before=$CHILD_CPU
+    start=$EPOCHREALTIME
+    # In the background so that a signal interrupts `wait` and the EXIT trap
+    # stops it; `timeout` because redis-benchmark retries forever, at full
+    # CPU, if the server dies.
+    timeout "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -c "$C" -r "$R" \
+        "${threads[@]}" --csv "$@" >"$csv" 2>"$WORK/$name.err" &
+    BENCH_PID=$!
+    local status=0
+    wait "$BENCH_PID" || status=$?
+    BENCH_PID=
+    local end=$EPOCHREALTIME bench_after after busy_after
+    children_cpu_seconds
+    bench_after=$CHILD_CPU
     after=$(cpu_ticks "$pid")
     busy_after=$(machine_busy_ticks)
+    if ((status != 0)); then
+        cat "$WORK/$name.err" "$csv" >&2
+        die "redis-benchmark failed ($name, exit status $status)"
+    fi
     # The data row is the last line: "test","rps","avg","min","p50","p95","p99","max"
     local row
     row=$(tail -n 1 "$csv" | tr -d '"')
     [[ $row == *,*,*,*,*,*,*,* ]] || { cat "$csv" >&2; die "no CSV row from redis-benchmark ($name)"; }
-    awk -v name="$name" -v row="$row" -v t="$(cat "$times")" \
-        -v ticks=$((after - before)) -v busy=$((busy_after - busy_before)) -v hz="$CLK_TCK" 'BEGIN {
-        n = split(row, f, ","); split(t, tm, " ")
-        wall = tm[1] > 0 ? tm[1] : 1
-        server = 100 * ticks / hz / wall; bench = 100 * (tm[2] + tm[3]) / wall
+    RESULTS+=("$(awk -v name="$name" -v row="$row" -v start="$start" -v end="$end" \
+        -v bench="$bench_before $bench_after" -v ticks=$((after - before)) \
+        -v busy=$((busy_after - busy_before)) -v hz="$CLK_TCK" 'BEGIN {
+        n = split(row, f, ","); split(bench, b, " ")
+        wall = end - start; if (wall <= 0) wall = 1
+        server = 100 * ticks / hz / wall; bench = 100 * (b[2] - b[1]) / wall
         other = 100 * busy / hz / wall - server - bench
-        printf "%s %s %s %s %.0f %.0f %.0f\n", name, f[n-6], f[n-3], f[n-1],
+        printf "%s %s %s %s %.0f %.0f %.0f", name, f[n-6], f[n-3], f[n-1],
             server, bench, other < 0 ? 0 : other
-    }'
+    }')")
 }
 
 # Expected distinct ids after `total` uniform draws from `r` values.
@@ -187,7 +214,8 @@ run_redis_1() {
 
 echo "# timewheel vs redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')," \
     "$(nproc) cores, io-threads=$IO_THREADS, redis-benchmark threads=${BENCH_THREADS:-1}"
-echo "# pipelined: -P $P -c $C -n $N -r $R; unpipelined: -P 1 -c $C -n $N1 -r $R"
+echo "# pipelined: -P $P -c $C -n $N -r $R; unpipelined: -P 1 -c $C -n $N1 -r $R;" \
+    "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-5s %-6s %11s %11s %7s | %9s %9s %9s %9s %6s | %-9s %-9s | %s\n' \
     round first "tw_P$P/s" "redis_P$P/s" ratio "tw_P1/s" "redis_P1/s" "tw_p99" "redis_p99" \
     "p99/r" "cpu_P$P" "cpu_P1" "count (expected)"
@@ -197,11 +225,11 @@ for round in $(seq "$ROUNDS"); do
     start_timewheel
     start_redis
     if ((round % 2)); then first=tw; else first=redis; fi
-    results=()
+    RESULTS=()
     for phase in p 1; do
         if [[ $first == tw ]]; then order=(tw redis); else order=(redis tw); fi
         for who in "${order[@]}"; do
-            results+=("$("run_${who}_$phase")")
+            "run_${who}_$phase"
         done
     done
     count=$(redis-cli -p "$TW_PORT" COUNT)
@@ -211,7 +239,7 @@ for round in $(seq "$ROUNDS"); do
 
     # name rps p50 p99 server_cpu bench_cpu, keyed by name
     declare -A rps=() p50=() p99=() scpu=() bcpu=()
-    for line in "${results[@]}"; do
+    for line in "${RESULTS[@]}"; do
         read -r name a b c d e _ <<<"$line"
         rps[$name]=$a p50[$name]=$b p99[$name]=$c scpu[$name]=$d bcpu[$name]=$e
     done
@@ -223,7 +251,7 @@ for round in $(seq "$ROUNDS"); do
         "$round" "$first" "${rps[tw_p]}" "${rps[redis_p]}" "$ratio" \
         "${rps[tw_1]}" "${rps[redis_1]}" "${p99[tw_1]}" "${p99[redis_1]}" "$p99_ratio" \
         "${scpu[tw_p]}/${bcpu[tw_p]}" "${scpu[tw_1]}/${bcpu[tw_1]}" "$count" "$expected" "$zcard"
-    DETAILS+=("${results[@]/#/$round }")
+    DETAILS+=("${RESULTS[@]/#/$round }")
 done
 
 echo "# cpu_P$P / cpu_P1: timewheel CPU % / redis-benchmark CPU % of one core during the run."
