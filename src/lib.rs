@@ -24,10 +24,10 @@ pub mod clock;
 pub mod engine;
 pub mod handler;
 pub mod id;
-pub mod protocol;
-pub mod server;
 #[doc(hidden)]
 pub mod model;
+pub mod protocol;
+pub mod server;
 pub mod wheel;
 
 #[doc(hidden)]

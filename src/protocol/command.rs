@@ -186,7 +186,8 @@ impl Command {
         }
         let name = args.remove(0);
         let rest = args;
-        Ok(match name.to_ascii_lowercase().as_slice() {
+        let mut lowercase = [0; LONGEST_NAME];
+        Ok(match lowercase_name(&name, &mut lowercase) {
             b"ping" => {
                 if rest.len() > 1 {
                     return Err(CommandError::WrongArity("ping"));
@@ -296,6 +297,22 @@ impl TryFrom<Request> for Command {
     fn try_from(request: Request) -> Result<Self, CommandError> {
         Self::from_request(request)
     }
+}
+
+/// Bytes in the longest command name (`punsubscribe`).
+const LONGEST_NAME: usize = 12;
+
+/// `name` in ASCII lowercase, written into `buf`, so matching a command costs
+/// no allocation. A name longer than every command is returned empty, which
+/// matches nothing.
+fn lowercase_name<'a>(name: &[u8], buf: &'a mut [u8; LONGEST_NAME]) -> &'a [u8] {
+    let Some(buf) = buf.get_mut(..name.len()) else {
+        return &[];
+    };
+    for (lower, &b) in buf.iter_mut().zip(name) {
+        *lower = b.to_ascii_lowercase();
+    }
+    buf
 }
 
 /// Exactly `N` arguments after the name.
@@ -960,6 +977,40 @@ mod tests {
             assert_eq!(command.name(), name);
             let request = Request::new(line.split(' ').map(v).collect());
             assert_eq!(Command::try_from(request), Ok(command));
+        }
+    }
+
+    #[test]
+    fn every_command_name_fits_the_lowercase_buffer() {
+        let names = [
+            "ping",
+            "add",
+            "addat",
+            "cancel",
+            "pttl",
+            "count",
+            "info",
+            "subscribe",
+            "unsubscribe",
+            "punsubscribe",
+            "quit",
+            "hello",
+            "auth",
+            "command",
+            "config",
+            "client",
+            "select",
+        ];
+        assert_eq!(names.iter().map(|n| n.len()).max(), Some(LONGEST_NAME));
+        for name in names {
+            let request = Request::new(vec![name.to_ascii_uppercase().into_bytes()]);
+            assert!(
+                !matches!(
+                    Command::from_request(request),
+                    Err(CommandError::UnknownCommand(_))
+                ),
+                "{name} is not recognised"
+            );
         }
     }
 }

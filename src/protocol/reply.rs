@@ -152,12 +152,12 @@ pub fn write_protocol_error(out: &mut Vec<u8>, error: &ProtocolError) {
 
 /// `:n\r\n`.
 pub fn write_integer(out: &mut Vec<u8>, n: i64) {
-    write_number(out, b':', n);
+    write_number(out, b':', n < 0, n.unsigned_abs());
 }
 
 /// `$len\r\nbytes\r\n`.
 pub fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    write_number(out, b'$', bytes.len());
+    write_length(out, b'$', bytes.len());
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
 }
@@ -172,22 +172,22 @@ pub fn write_null(out: &mut Vec<u8>, proto: Protocol) {
 
 /// `*len\r\n`; `len` items must follow.
 pub fn write_array_header(out: &mut Vec<u8>, len: usize) {
-    write_number(out, b'*', len);
+    write_length(out, b'*', len);
 }
 
 /// `%len\r\n` in RESP3, `*2len\r\n` in RESP2; `len` key-value pairs must follow.
 pub fn write_map_header(out: &mut Vec<u8>, proto: Protocol, len: usize) {
     match proto {
-        Protocol::Resp2 => write_number(out, b'*', len.saturating_mul(2)),
-        Protocol::Resp3 => write_number(out, b'%', len),
+        Protocol::Resp2 => write_length(out, b'*', len.saturating_mul(2)),
+        Protocol::Resp3 => write_length(out, b'%', len),
     }
 }
 
 /// `>len\r\n` in RESP3, `*len\r\n` in RESP2; `len` items must follow.
 pub fn write_push_header(out: &mut Vec<u8>, proto: Protocol, len: usize) {
     match proto {
-        Protocol::Resp2 => write_number(out, b'*', len),
-        Protocol::Resp3 => write_number(out, b'>', len),
+        Protocol::Resp2 => write_length(out, b'*', len),
+        Protocol::Resp3 => write_length(out, b'>', len),
     }
 }
 
@@ -196,7 +196,7 @@ pub fn write_verbatim(out: &mut Vec<u8>, proto: Protocol, format: [u8; 3], text:
     match proto {
         Protocol::Resp2 => write_bulk(out, text),
         Protocol::Resp3 => {
-            write_number(out, b'=', text.len().saturating_add(4));
+            write_length(out, b'=', text.len().saturating_add(4));
             out.extend_from_slice(&format);
             out.push(b':');
             out.extend_from_slice(text);
@@ -205,11 +205,34 @@ pub fn write_verbatim(out: &mut Vec<u8>, proto: Protocol, format: [u8; 3], text:
     }
 }
 
-/// `<prefix><n>\r\n`, for lengths and integers.
-fn write_number(out: &mut Vec<u8>, prefix: u8, n: impl fmt::Display) {
+/// `<prefix><len>\r\n`.
+fn write_length(out: &mut Vec<u8>, prefix: u8, len: usize) {
+    write_number(out, prefix, false, u64::try_from(len).unwrap_or(u64::MAX));
+}
+
+/// Decimal digits of `u64::MAX`.
+const MAX_DIGITS: usize = 20;
+
+/// `<prefix>[-]<magnitude>\r\n`, for lengths and integers. Digits are made
+/// by hand: through `fmt` they cost about 300 instructions per reply, as much
+/// as parsing the `ADD` it answers.
+fn write_number(out: &mut Vec<u8>, prefix: u8, negative: bool, magnitude: u64) {
+    let mut digits = [0u8; MAX_DIGITS];
+    let mut start = MAX_DIGITS;
+    let mut rest = magnitude;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
     out.push(prefix);
-    // Writing to a Vec cannot fail.
-    let _ = write!(OneLine(out), "{n}");
+    if negative {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[start..]);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -375,5 +398,21 @@ mod tests {
         assert_eq!(Protocol::default(), Protocol::Resp2);
         assert_eq!(Protocol::Resp2.version(), 2);
         assert_eq!(Protocol::Resp3.version(), 3);
+    }
+
+    #[test]
+    fn integers_match_display_at_every_digit_boundary() {
+        let mut values = vec![0, i64::MIN, i64::MIN + 1, i64::MAX];
+        let mut power: i64 = 1;
+        while let Some(next) = power.checked_mul(10) {
+            values.extend([power - 1, power, power + 1, -power + 1, -power, -power - 1]);
+            power = next;
+        }
+        values.extend([power - 1, power, power + 1, -power, -power - 1]);
+        for n in values {
+            let mut out = Vec::new();
+            write_integer(&mut out, n);
+            assert_eq!(out, format!(":{n}\r\n").into_bytes(), "n={n}");
+        }
     }
 }
