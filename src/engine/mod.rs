@@ -343,7 +343,7 @@ impl Engine {
         deadline_ms: u64,
     ) -> Result<u64, ScheduleError> {
         let id = self.checked(id.as_ref(), deadline_ms)?;
-        let mut wheel = self.shared.shard(id.as_bytes()).lock();
+        let mut wheel = self.open_shard(id.as_bytes())?;
         match wheel.insert(id, deadline_ms) {
             Ok(()) => Ok(deadline_ms),
             Err(existing) => Err(ScheduleError::AlreadyScheduled {
@@ -360,7 +360,7 @@ impl Engine {
     ) -> Result<u64, ScheduleError> {
         let id = id.as_ref();
         self.checked(id, deadline_ms)?;
-        let mut wheel = self.shared.shard(id).lock();
+        let mut wheel = self.open_shard(id)?;
         match wheel.set_deadline(id, deadline_ms) {
             Some(_) => Ok(deadline_ms),
             None => Err(ScheduleError::NotScheduled),
@@ -370,7 +370,7 @@ impl Engine {
     /// Schedules `id`, or moves it if it is pending (Redis `ZADD` semantics).
     pub fn upsert_at(&self, id: impl AsRef<[u8]>, deadline_ms: u64) -> Result<u64, ScheduleError> {
         let id = self.checked(id.as_ref(), deadline_ms)?;
-        let mut wheel = self.shared.shard(id.as_bytes()).lock();
+        let mut wheel = self.open_shard(id.as_bytes())?;
         if wheel.set_deadline(id.as_bytes(), deadline_ms).is_none() {
             let inserted = wheel.insert(id, deadline_ms);
             debug_assert!(inserted.is_ok(), "upsert: insert after miss failed");
@@ -482,6 +482,17 @@ impl Engine {
             attempts: f.attempt,
         }));
         pending
+    }
+
+    /// Locks the shard of `id` for a change, unless shutdown has begun.
+    /// Checked under the lock: `shutdown` sets the flag before it drains
+    /// the shards, so a timer is either drained (and returned) or refused.
+    fn open_shard(&self, id: &[u8]) -> Result<parking_lot::MutexGuard<'_, Wheel>, ScheduleError> {
+        let wheel = self.shared.shard(id).lock();
+        if self.shared.shut_down.load(Ordering::SeqCst) {
+            return Err(ScheduleError::ShutDown);
+        }
+        Ok(wheel)
     }
 
     fn checked(&self, id: &[u8], deadline_ms: u64) -> Result<OrderId, ScheduleError> {
