@@ -7,6 +7,11 @@
 //!   ids are cancelled outside the timing, so the count stays put.
 //! - `cancel`: cancel a random pending id (a cold one, as in production,
 //!   not one just inserted); refilled outside the timing.
+//!
+//!   Both also measure, in the same run, the single-threaded `Wheel` alone
+//!   (`wheel/N`) and a bare hashbrown map from id to deadline (`hashmap/N`):
+//!   the cost of finding a random id among N on this machine, which no
+//!   id-keyed timer structure can beat.
 //! - `expire`: one tick firing [`FIRE_BATCH`] due timers through the inline
 //!   no-op handler, reported per timer (`Throughput::Elements`). Timers are
 //!   scheduled `pending / FIRE_BATCH` seconds ahead, so every tick fires
@@ -23,7 +28,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
+use hashbrown::HashMap;
+use timewheel::OrderId;
+use timewheel::wheel::{TickMapping, Wheel};
 use timewheel::{Engine, ManualClock};
 
 const T0_MS: u64 = 1_700_000_000_000;
@@ -96,53 +107,166 @@ impl Orders {
         self.pending.swap_remove(i)
     }
 
-    fn fill(&mut self, engine: &Engine, count: usize) {
+    fn fill(&mut self, target: &mut impl Target, count: usize) {
         for _ in 0..count {
             let (n, delay) = self.new_order();
-            engine.schedule(order_id(n), delay).expect("schedule");
+            target.schedule(&order_id(n), delay);
             self.pending.push(n);
         }
     }
 }
 
+/// What `schedule` and `cancel` measure: the engine, and two references
+/// measured beside it in the same run.
+trait Target {
+    const NAME: &'static str;
+    fn schedule(&mut self, id: &Id, delay: Duration);
+    fn cancel(&mut self, id: &Id) -> bool;
+    fn len(&self) -> usize;
+}
+
+/// The engine, as an application calls it.
+struct Full(Engine);
+
+impl Target for Full {
+    const NAME: &'static str = "engine";
+
+    fn schedule(&mut self, id: &Id, delay: Duration) {
+        let scheduled = self.0.schedule(id, delay);
+        debug_assert!(scheduled.is_ok(), "{scheduled:?}");
+    }
+
+    fn cancel(&mut self, id: &Id) -> bool {
+        self.0.cancel(id)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The single-threaded wheel alone: no validation of the delay, no shard
+/// choice, no lock.
+struct Bare(Wheel);
+
+impl Bare {
+    fn new() -> Bare {
+        Bare(Wheel::new(TickMapping {
+            origin_ms: T0_MS,
+            tick_ms: 1000,
+        }))
+    }
+}
+
+impl Target for Bare {
+    const NAME: &'static str = "wheel";
+
+    fn schedule(&mut self, id: &Id, delay: Duration) {
+        let id = OrderId::new(id).expect("valid id");
+        let inserted = self.0.insert(id, T0_MS + delay.as_millis() as u64);
+        debug_assert!(inserted.is_ok());
+    }
+
+    fn cancel(&mut self, id: &Id) -> bool {
+        self.0.remove(id).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A bare hash map from id to deadline: the floor for any structure that
+/// finds timers by id, on this machine.
+#[derive(Default)]
+struct Map(HashMap<Id, u64>);
+
+impl Target for Map {
+    const NAME: &'static str = "hashmap";
+
+    fn schedule(&mut self, id: &Id, delay: Duration) {
+        self.0.insert(*id, T0_MS + delay.as_millis() as u64);
+    }
+
+    fn cancel(&mut self, id: &Id) -> bool {
+        self.0.remove(id).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+fn bench_schedule<T: Target>(group: &mut Group<'_>, pending: usize, mut target: T) {
+    let mut orders = Orders::new(1, 0, 1);
+    orders.fill(&mut target, pending);
+    let mut batch: Vec<(u64, Id, Duration)> = Vec::with_capacity(BATCH);
+    group.bench_function(BenchmarkId::new(T::NAME, pending), |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let size = left.min(BATCH);
+                left -= size;
+                batch.clear();
+                batch.extend((0..size).map(|_| {
+                    let (n, delay) = orders.new_order();
+                    (n, order_id(n), delay)
+                }));
+                let start = Instant::now();
+                for (_, id, delay) in &batch {
+                    target.schedule(id, *delay);
+                }
+                timed += start.elapsed();
+                for _ in 0..size {
+                    assert!(target.cancel(&order_id(orders.take_random())));
+                }
+                orders.pending.extend(batch.iter().map(|o| o.0));
+            }
+            assert_eq!(target.len(), pending);
+            timed
+        });
+    });
+}
+
+fn bench_cancel<T: Target>(group: &mut Group<'_>, pending: usize, mut target: T) {
+    let mut orders = Orders::new(2, 0, 1);
+    orders.fill(&mut target, pending);
+    let mut batch: Vec<Id> = Vec::with_capacity(BATCH);
+    group.bench_function(BenchmarkId::new(T::NAME, pending), |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let size = left.min(BATCH);
+                left -= size;
+                batch.clear();
+                batch.extend((0..size).map(|_| order_id(orders.take_random())));
+                let start = Instant::now();
+                for id in &batch {
+                    black_box(target.cancel(id));
+                }
+                timed += start.elapsed();
+                orders.fill(&mut target, size);
+            }
+            assert_eq!(target.len(), pending);
+            timed
+        });
+    });
+}
+
+type Group<'a> = BenchmarkGroup<'a, WallTime>;
+
 fn schedule(c: &mut Criterion) {
     let mut group = c.benchmark_group("schedule");
     group
         .sample_size(20)
-        .measurement_time(Duration::from_secs(3));
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
     for pending in PENDING {
-        let (engine, _clock, _) = engine();
-        let mut orders = Orders::new(1, 0, 1);
-        orders.fill(&engine, pending);
-        let mut batch: Vec<(u64, Id, Duration)> = Vec::with_capacity(BATCH);
-        group.throughput(Throughput::Elements(1));
-        group.bench_function(BenchmarkId::from_parameter(pending), |b| {
-            b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
-                    let size = left.min(BATCH);
-                    left -= size;
-                    batch.clear();
-                    batch.extend((0..size).map(|_| {
-                        let (n, delay) = orders.new_order();
-                        (n, order_id(n), delay)
-                    }));
-                    let start = Instant::now();
-                    for (_, id, delay) in &batch {
-                        let scheduled = engine.schedule(id, *delay);
-                        debug_assert!(scheduled.is_ok());
-                    }
-                    timed += start.elapsed();
-                    for _ in 0..size {
-                        assert!(engine.cancel(order_id(orders.take_random())));
-                    }
-                    orders.pending.extend(batch.iter().map(|o| o.0));
-                }
-                assert_eq!(engine.len(), pending);
-                timed
-            });
-        });
+        bench_schedule(&mut group, pending, Full(engine().0));
+        bench_schedule(&mut group, pending, Bare::new());
+        bench_schedule(&mut group, pending, Map::default());
     }
     group.finish();
 }
@@ -151,33 +275,12 @@ fn cancel(c: &mut Criterion) {
     let mut group = c.benchmark_group("cancel");
     group
         .sample_size(20)
-        .measurement_time(Duration::from_secs(3));
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
     for pending in PENDING {
-        let (engine, _clock, _) = engine();
-        let mut orders = Orders::new(2, 0, 1);
-        orders.fill(&engine, pending);
-        let mut batch: Vec<Id> = Vec::with_capacity(BATCH);
-        group.throughput(Throughput::Elements(1));
-        group.bench_function(BenchmarkId::from_parameter(pending), |b| {
-            b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                let mut left = iters as usize;
-                while left > 0 {
-                    let size = left.min(BATCH);
-                    left -= size;
-                    batch.clear();
-                    batch.extend((0..size).map(|_| order_id(orders.take_random())));
-                    let start = Instant::now();
-                    for id in &batch {
-                        black_box(engine.cancel(id));
-                    }
-                    timed += start.elapsed();
-                    orders.fill(&engine, size);
-                }
-                assert_eq!(engine.len(), pending);
-                timed
-            });
-        });
+        bench_cancel(&mut group, pending, Full(engine().0));
+        bench_cancel(&mut group, pending, Bare::new());
+        bench_cancel(&mut group, pending, Map::default());
     }
     group.finish();
 }
@@ -236,9 +339,11 @@ fn schedule_cancel_mt(c: &mut Criterion) {
             let mut per_thread: Vec<Orders> = (0..threads)
                 .map(|t| Orders::new(10 + t as u64, t as u64, threads as u64))
                 .collect();
+            let mut target = Full(engine);
             for orders in &mut per_thread {
-                orders.fill(&engine, pending / threads);
+                orders.fill(&mut target, pending / threads);
             }
+            let Full(engine) = target;
             let name = if threads == 1 {
                 "1_thread"
             } else {
