@@ -11,7 +11,8 @@
 //!   Both also measure, in the same run, the single-threaded `Wheel` alone
 //!   (`wheel/N`) and a bare hashbrown map from id to deadline (`hashmap/N`):
 //!   the cost of finding a random id among N on this machine, which no
-//!   id-keyed timer structure can beat.
+//!   id-keyed timer structure can beat; and that map behind a lock taken
+//!   per operation (`locked_hashmap/N`), the floor for a locked structure.
 //! - `expire`: one tick firing [`FIRE_BATCH`] due timers through the inline
 //!   no-op handler, reported per timer (`Throughput::Elements`). Timers are
 //!   scheduled `pending / FIRE_BATCH` seconds ahead, so every tick fires
@@ -33,6 +34,7 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
 };
 use hashbrown::HashMap;
+use parking_lot::Mutex;
 use timewheel::OrderId;
 use timewheel::wheel::{TickMapping, Wheel};
 use timewheel::{Engine, ManualClock};
@@ -197,6 +199,29 @@ impl Target for Map {
     }
 }
 
+/// The same map behind a lock taken per operation, as the engine's shards
+/// are: the lock's atomic read-modify-write waits for the previous
+/// operation's cache-missing stores, so misses no longer overlap.
+#[derive(Default)]
+struct LockedMap(Mutex<HashMap<Id, u64>>);
+
+impl Target for LockedMap {
+    const NAME: &'static str = "locked_hashmap";
+
+    fn schedule(&mut self, id: &Id, delay: Duration) {
+        let deadline = T0_MS + delay.as_millis() as u64;
+        self.0.lock().insert(*id, deadline);
+    }
+
+    fn cancel(&mut self, id: &Id) -> bool {
+        self.0.lock().remove(id).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+}
+
 fn bench_schedule<T: Target>(group: &mut Group<'_>, pending: usize, mut target: T) {
     let mut orders = Orders::new(1, 0, 1);
     orders.fill(&mut target, pending);
@@ -267,6 +292,7 @@ fn schedule(c: &mut Criterion) {
         bench_schedule(&mut group, pending, Full(engine().0));
         bench_schedule(&mut group, pending, Bare::new());
         bench_schedule(&mut group, pending, Map::default());
+        bench_schedule(&mut group, pending, LockedMap::default());
     }
     group.finish();
 }
@@ -281,6 +307,7 @@ fn cancel(c: &mut Criterion) {
         bench_cancel(&mut group, pending, Full(engine().0));
         bench_cancel(&mut group, pending, Bare::new());
         bench_cancel(&mut group, pending, Map::default());
+        bench_cancel(&mut group, pending, LockedMap::default());
     }
     group.finish();
 }
