@@ -216,9 +216,14 @@ impl Builder {
             tick_ms,
         };
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(self.queue_capacity);
+        // One hasher for the shard choice and every shard's index: each id
+        // is hashed once per call.
+        let hasher = DefaultHashBuilder::default();
         let shared = Arc::new(Shared {
-            shards: (0..SHARDS).map(|_| Mutex::new(Wheel::new(ticks))).collect(),
-            shard_hasher: DefaultHashBuilder::default(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Wheel::with_hasher(ticks, hasher.clone())))
+                .collect(),
+            hasher,
             ticks,
             clock: self.clock,
             handler: Arc::new(handler),
@@ -260,7 +265,8 @@ struct Counters {
 /// State shared by the API, the ticker and the workers.
 struct Shared {
     shards: Box<[Mutex<Wheel>]>,
-    shard_hasher: DefaultHashBuilder,
+    /// The hasher of every shard's index, also used to pick the shard.
+    hasher: DefaultHashBuilder,
     ticks: TickMapping,
     clock: Arc<dyn Clock>,
     handler: Arc<dyn Handler>,
@@ -279,10 +285,11 @@ struct Shared {
 }
 
 impl Shared {
-    fn shard(&self, id: &[u8]) -> &Mutex<Wheel> {
+    /// The shard that holds `id`, and the id's hash for that shard's index.
+    fn shard(&self, id: &[u8]) -> (&Mutex<Wheel>, u64) {
         // Middle bits: the wheel's own table uses the low and the top ones.
-        let hash = self.shard_hasher.hash_one(id);
-        &self.shards[(hash >> 32) as usize % SHARDS]
+        let hash = self.hasher.hash_one(id);
+        (&self.shards[(hash >> 32) as usize % SHARDS], hash)
     }
 }
 
@@ -343,8 +350,8 @@ impl Engine {
         deadline_ms: u64,
     ) -> Result<u64, ScheduleError> {
         let id = self.checked(id.as_ref(), deadline_ms)?;
-        let mut wheel = self.open_shard(id.as_bytes())?;
-        match wheel.insert(id, deadline_ms) {
+        let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
+        match wheel.insert_hashed(hash, id, deadline_ms) {
             Ok(()) => Ok(deadline_ms),
             Err(existing) => Err(ScheduleError::AlreadyScheduled {
                 deadline_ms: existing.deadline_ms,
@@ -360,8 +367,8 @@ impl Engine {
     ) -> Result<u64, ScheduleError> {
         let id = id.as_ref();
         self.checked(id, deadline_ms)?;
-        let mut wheel = self.open_shard(id)?;
-        match wheel.set_deadline(id, deadline_ms) {
+        let (mut wheel, hash) = self.open_shard(id)?;
+        match wheel.set_deadline_hashed(hash, id, deadline_ms) {
             Some(_) => Ok(deadline_ms),
             None => Err(ScheduleError::NotScheduled),
         }
@@ -370,9 +377,12 @@ impl Engine {
     /// Schedules `id`, or moves it if it is pending (Redis `ZADD` semantics).
     pub fn upsert_at(&self, id: impl AsRef<[u8]>, deadline_ms: u64) -> Result<u64, ScheduleError> {
         let id = self.checked(id.as_ref(), deadline_ms)?;
-        let mut wheel = self.open_shard(id.as_bytes())?;
-        if wheel.set_deadline(id.as_bytes(), deadline_ms).is_none() {
-            let inserted = wheel.insert(id, deadline_ms);
+        let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
+        if wheel
+            .set_deadline_hashed(hash, id.as_bytes(), deadline_ms)
+            .is_none()
+        {
+            let inserted = wheel.insert_hashed(hash, id, deadline_ms);
             debug_assert!(inserted.is_ok(), "upsert: insert after miss failed");
         }
         Ok(deadline_ms)
@@ -383,7 +393,8 @@ impl Engine {
     /// handed to the workers.
     pub fn cancel(&self, id: impl AsRef<[u8]>) -> bool {
         let id = id.as_ref();
-        let removed = self.shared.shard(id).lock().remove(id).is_some();
+        let (shard, hash) = self.shared.shard(id);
+        let removed = shard.lock().remove_hashed(hash, id).is_some();
         if removed {
             self.shared
                 .counters
@@ -396,7 +407,8 @@ impl Engine {
     /// The deadline (Unix ms) of a pending timer.
     pub fn deadline(&self, id: impl AsRef<[u8]>) -> Option<u64> {
         let id = id.as_ref();
-        self.shared.shard(id).lock().get(id)
+        let (shard, hash) = self.shared.shard(id);
+        shard.lock().get_hashed(hash, id)
     }
 
     /// Pending timers.
@@ -487,12 +499,16 @@ impl Engine {
     /// Locks the shard of `id` for a change, unless shutdown has begun.
     /// Checked under the lock: `shutdown` sets the flag before it drains
     /// the shards, so a timer is either drained (and returned) or refused.
-    fn open_shard(&self, id: &[u8]) -> Result<parking_lot::MutexGuard<'_, Wheel>, ScheduleError> {
-        let wheel = self.shared.shard(id).lock();
+    fn open_shard(
+        &self,
+        id: &[u8],
+    ) -> Result<(parking_lot::MutexGuard<'_, Wheel>, u64), ScheduleError> {
+        let (shard, hash) = self.shared.shard(id);
+        let wheel = shard.lock();
         if self.shared.shut_down.load(Ordering::SeqCst) {
             return Err(ScheduleError::ShutDown);
         }
-        Ok(wheel)
+        Ok((wheel, hash))
     }
 
     fn checked(&self, id: &[u8], deadline_ms: u64) -> Result<OrderId, ScheduleError> {

@@ -22,7 +22,7 @@
 pub mod level;
 mod slab;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashTable, hash_table};
 use std::hash::BuildHasher;
 
 use crate::id::OrderId;
@@ -106,6 +106,13 @@ impl std::fmt::Debug for Wheel {
 impl Wheel {
     /// An empty wheel at tick 0.
     pub fn new(ticks: TickMapping) -> Wheel {
+        Wheel::with_hasher(ticks, DefaultHashBuilder::default())
+    }
+
+    /// An empty wheel at tick 0 whose index hashes ids with `hasher`. Wheels
+    /// sharing a hasher accept one [`Wheel::hash`] for all of them, so a
+    /// caller that shards by hash hashes each id once.
+    pub fn with_hasher(ticks: TickMapping, hasher: DefaultHashBuilder) -> Wheel {
         assert!(ticks.tick_ms > 0, "tick_ms must be positive");
         Wheel {
             now: 0,
@@ -113,8 +120,13 @@ impl Wheel {
             levels: std::array::from_fn(|_| Level::new()),
             entries: Slab::default(),
             index: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            hasher,
         }
+    }
+
+    /// The hash the index uses for `id`.
+    pub fn hash(&self, id: &[u8]) -> u64 {
+        self.hasher.hash_one(id)
     }
 
     /// The last tick processed.
@@ -137,37 +149,59 @@ impl Wheel {
 
     /// The deadline of a pending timer.
     pub fn get(&self, id: &[u8]) -> Option<u64> {
-        self.find(id).map(|h| self.entries.get(h).deadline_ms)
+        self.get_hashed(self.hash(id), id)
+    }
+
+    /// [`Wheel::get`] with `hash == self.hash(id)` already computed.
+    pub(crate) fn get_hashed(&self, hash: u64, id: &[u8]) -> Option<u64> {
+        self.find(hash, id).map(|h| self.entries.get(h).deadline_ms)
     }
 
     /// Adds a timer; fails if `id` is already pending.
     pub fn insert(&mut self, id: OrderId, deadline_ms: u64) -> Result<(), AlreadyPending> {
-        let hash = self.hasher.hash_one(id.as_bytes());
-        let entries = &self.entries;
-        let found = self
-            .index
-            .find(hash, |&h| entries.get(h).id.as_bytes() == id.as_bytes());
-        if let Some(&handle) = found {
-            let deadline_ms = self.entries.get(handle).deadline_ms;
-            return Err(AlreadyPending { deadline_ms });
-        }
+        self.insert_hashed(self.hash(id.as_bytes()), id, deadline_ms)
+    }
+
+    /// [`Wheel::insert`] with `hash == self.hash(id)` already computed.
+    pub(crate) fn insert_hashed(
+        &mut self,
+        hash: u64,
+        id: OrderId,
+        deadline_ms: u64,
+    ) -> Result<(), AlreadyPending> {
+        debug_assert_eq!(hash, self.hash(id.as_bytes()), "stale hash for {id:?}");
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        // One probe: `entry` finds the id or the free bucket for it.
+        let vacant = match self.index.entry(
+            hash,
+            |&h| entries.get(h).id.as_bytes() == id.as_bytes(),
+            |&h| hasher.hash_one(entries.get(h).id.as_bytes()),
+        ) {
+            hash_table::Entry::Occupied(found) => {
+                let deadline_ms = self.entries.get(*found.get()).deadline_ms;
+                return Err(AlreadyPending { deadline_ms });
+            }
+            hash_table::Entry::Vacant(vacant) => vacant,
+        };
         let handle = self.entries.insert(Entry {
             id,
             deadline_ms,
             next: NIL,
             prev: NIL,
         });
-        let (entries, hasher) = (&self.entries, &self.hasher);
-        self.index.insert_unique(hash, handle, |&h| {
-            hasher.hash_one(entries.get(h).id.as_bytes())
-        });
+        vacant.insert(handle);
         self.link(handle);
         Ok(())
     }
 
     /// Removes a pending timer.
     pub fn remove(&mut self, id: &[u8]) -> Option<Expired> {
-        let hash = self.hasher.hash_one(id);
+        self.remove_hashed(self.hash(id), id)
+    }
+
+    /// [`Wheel::remove`] with `hash == self.hash(id)` already computed.
+    pub(crate) fn remove_hashed(&mut self, hash: u64, id: &[u8]) -> Option<Expired> {
+        debug_assert_eq!(hash, self.hash(id), "stale hash for {id:?}");
         let entries = &self.entries;
         let found = self
             .index
@@ -184,7 +218,17 @@ impl Wheel {
 
     /// Moves a pending timer to a new deadline; returns the old one.
     pub fn set_deadline(&mut self, id: &[u8], deadline_ms: u64) -> Option<u64> {
-        let handle = self.find(id)?;
+        self.set_deadline_hashed(self.hash(id), id, deadline_ms)
+    }
+
+    /// [`Wheel::set_deadline`] with `hash == self.hash(id)` already computed.
+    pub(crate) fn set_deadline_hashed(
+        &mut self,
+        hash: u64,
+        id: &[u8],
+        deadline_ms: u64,
+    ) -> Option<u64> {
+        let handle = self.find(hash, id)?;
         self.unlink(handle);
         let entry = self.entries.get_mut(handle);
         let old = std::mem::replace(&mut entry.deadline_ms, deadline_ms);
@@ -256,8 +300,8 @@ impl Wheel {
             + LEVELS * SLOTS * std::mem::size_of::<u32>()
     }
 
-    fn find(&self, id: &[u8]) -> Option<u32> {
-        let hash = self.hasher.hash_one(id);
+    fn find(&self, hash: u64, id: &[u8]) -> Option<u32> {
+        debug_assert_eq!(hash, self.hash(id), "stale hash for {id:?}");
         self.index
             .find(hash, |&h| self.entries.get(h).id.as_bytes() == id)
             .copied()
