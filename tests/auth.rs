@@ -173,8 +173,14 @@ fn wrong_password_is_wrongpass_and_counted() {
     assert_eq!(conn.cmd(&["COUNT"]), Resp::Integer(0));
     assert_eq!(auth_failures(&mut conn), 9);
 
-    // The log says a client failed, never with what.
-    let log = server.log();
+    // The log says a client failed, never with what. The log is read by a
+    // background thread, so give the line a moment to arrive.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = server.log();
+    while !log.contains("authentication failed") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        log = server.log();
+    }
     assert!(log.contains("authentication failed"), "{log}");
     assert!(!log.contains("guess"), "{log}");
 }

@@ -31,14 +31,12 @@
 
 use std::fmt;
 
+// One definition of what an id and a delay may be, shared with the engine.
+pub use crate::engine::MAX_DELAY_MS;
+pub use crate::id::{MAX_ID_LEN, is_valid_id};
+
 use super::Protocol;
 use super::request::{Request, parse_i64};
-
-/// Longest order id, in bytes.
-pub const MAX_ID_LEN: usize = 128;
-
-/// Longest delay `ADD` accepts: 366 days, in milliseconds.
-pub const MAX_DELAY_MS: u64 = 366 * 24 * 60 * 60 * 1000;
 
 /// Latest deadline `ADDAT` accepts: 9999-12-31T23:59:59.999Z, in milliseconds
 /// since the Unix epoch (10000-01-01 is 2_932_897 days after 1970-01-01).
@@ -47,12 +45,6 @@ pub const MAX_UNIX_MS: u64 = 2_932_897 * 24 * 60 * 60 * 1000 - 1;
 
 /// Most client bytes echoed in an error line.
 pub const MAX_ECHO_LEN: usize = 64;
-
-/// A valid order id: 1 to [`MAX_ID_LEN`] bytes, each printable ASCII other
-/// than space (`0x21..=0x7E`).
-pub fn is_valid_id(id: &[u8]) -> bool {
-    (1..=MAX_ID_LEN).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
-}
 
 /// A user name (if any) and a password, from `AUTH` or `HELLO ... AUTH`.
 /// `Debug` does not show the password.

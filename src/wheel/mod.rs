@@ -367,7 +367,7 @@ impl Wheel {
         debug_assert!(tick > self.now, "process: tick={tick} now={}", self.now);
         self.now = tick;
         for level in (1..LEVELS).rev() {
-            if tick % slot_width(level) == 0 {
+            if tick.is_multiple_of(slot_width(level)) {
                 let slot = slot_for(tick, level);
                 self.take_slot(level, slot, |wheel, handle| {
                     let deadline_ms = wheel.entries.get(handle).deadline_ms;
