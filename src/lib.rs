@@ -10,6 +10,8 @@
 //! - [`engine`]: the sharded wheel, the ticker thread and the worker pool;
 //!   the embedded API ([`Engine`]).
 //! - [`handler`]: the close-order task ([`Handler`]) and its retry policy.
+//! - [`journal`]: the durable Redis journal: group-committed writes,
+//!   rebuild at start, outage handling.
 //! - [`clock`]: time sources, including a manual clock for tests.
 //! - [`id`]: order ids, stored inline when short.
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
@@ -24,6 +26,7 @@ pub mod clock;
 pub mod engine;
 pub mod handler;
 pub mod id;
+pub mod journal;
 #[doc(hidden)]
 pub mod model;
 pub mod protocol;
@@ -37,3 +40,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Builder, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
 pub use id::{InvalidId, OrderId};
+pub use journal::{Ack, AckStatus, Journal, JournalConfig, JournalError};

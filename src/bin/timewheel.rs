@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use timewheel::server::{self, Config, hub::Hub};
-use timewheel::{Engine, Fired};
+use timewheel::{Engine, Fired, Journal, JournalConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "timewheel", version, about = "Close unpaid orders on time")]
@@ -54,12 +54,19 @@ struct ServeArgs {
     /// the port could then cancel every pending order.
     #[arg(long)]
     unsafe_no_auth: bool,
-    /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0.
+    /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0. Without
+    /// it, timers live in memory only and are lost on exit.
     #[arg(long)]
     redis: Option<String>,
-    /// Prefix of the journal's Redis keys.
+    /// Prefix of the journal's Redis keys (`<prefix>due`, `<prefix>meta`, `<prefix>dead`).
     #[arg(long, default_value = "tw:")]
     key_prefix: String,
+    /// Give up starting if Redis cannot be reached for this many seconds.
+    #[arg(long, default_value_t = 30)]
+    redis_connect_timeout_s: u64,
+    /// A Redis round trip slower than this counts as Redis being lost.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    redis_timeout_ms: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,9 +93,6 @@ fn main() -> std::process::ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.redis.is_some() {
-        bail!("--redis: the durable journal is not built yet; run without it (memory only)");
-    }
     let requirepass = args.requirepass.filter(|p| !p.is_empty());
     if !args.bind.ip().is_loopback() && requirepass.is_none() && !args.unsafe_no_auth {
         bail!(
@@ -98,17 +102,31 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.bind
         );
     }
-    tracing::warn!("no --redis given: timers are kept in memory only and are lost on exit");
     let hub = Arc::new(Hub::default());
     let publisher = hub.clone();
     let mut builder = Engine::builder().tick(Duration::from_millis(args.tick_ms));
     if let Some(workers) = args.workers {
         builder = builder.workers(workers.max(1));
     }
-    let engine = builder.build_fn(move |fired: &Fired| {
+    match &args.redis {
+        Some(url) => {
+            let journal = Journal::connect(JournalConfig {
+                url: url.clone(),
+                key_prefix: args.key_prefix.clone(),
+                connect_timeout: Duration::from_secs(args.redis_connect_timeout_s),
+                io_timeout: Duration::from_millis(args.redis_timeout_ms),
+                ..JournalConfig::new(url.clone())
+            })?;
+            builder = builder.journal(journal);
+        }
+        None => {
+            tracing::warn!("no --redis given: timers are kept in memory only and are lost on exit")
+        }
+    }
+    let engine = builder.try_build_fn(move |fired: &Fired| {
         publisher.publish(fired.id.as_bytes());
         Ok(())
-    });
+    })?;
 
     let listener = server::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
     let local = listener.local_addr()?;

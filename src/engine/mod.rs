@@ -22,6 +22,12 @@
 //!   `true` or the handler ran — never both, never neither.
 //! - Time comes only from the [`Clock`]; with a [`crate::ManualClock`] and
 //!   [`Builder::manual_ticks`], tests drive [`Engine::tick`] themselves.
+//! - With a [`Journal`], every change is queued to it under the shard
+//!   lock, before memory changes (so one id's writes reach Redis in the
+//!   order memory saw them), and is refused, changing nothing, while the
+//!   journal is down. The blocking calls return once Redis has the write;
+//!   the `_nowait` ones return an [`Ack`] to check later. A fired timer
+//!   leaves the journal only after its handler succeeded (or gave up).
 
 mod pool;
 mod ticker;
@@ -39,6 +45,7 @@ use parking_lot::Mutex;
 use crate::clock::{Clock, SystemClock};
 use crate::handler::{Fired, FnHandler, Handler, HandlerResult, RetryPolicy};
 use crate::id::{InvalidId, OrderId};
+use crate::journal::{Ack, AckStatus, Journal, JournalError, JournalStats, Op, Unavailable};
 use crate::wheel::{TickMapping, Wheel};
 use pool::RetryQueue;
 
@@ -62,6 +69,8 @@ pub enum ScheduleError {
     DelayTooLong,
     /// The engine is shutting down.
     ShutDown,
+    /// The journal cannot reach Redis: nothing was changed.
+    JournalUnavailable,
 }
 
 impl std::fmt::Display for ScheduleError {
@@ -74,11 +83,20 @@ impl std::fmt::Display for ScheduleError {
             ScheduleError::InvalidId => f.write_str("invalid id"),
             ScheduleError::DelayTooLong => f.write_str("delay longer than 366 days"),
             ScheduleError::ShutDown => f.write_str("engine is shutting down"),
+            ScheduleError::JournalUnavailable => {
+                f.write_str("journal unavailable: Redis is unreachable, nothing was changed")
+            }
         }
     }
 }
 
 impl std::error::Error for ScheduleError {}
+
+impl From<Unavailable> for ScheduleError {
+    fn from(_: Unavailable) -> ScheduleError {
+        ScheduleError::JournalUnavailable
+    }
+}
 
 impl From<InvalidId> for ScheduleError {
     fn from(_: InvalidId) -> ScheduleError {
@@ -127,6 +145,7 @@ pub struct Builder {
     clock: Arc<dyn Clock>,
     manual_ticks: bool,
     retry: RetryPolicy,
+    journal: Option<Journal>,
 }
 
 impl Default for Builder {
@@ -138,6 +157,7 @@ impl Default for Builder {
             clock: Arc::new(SystemClock::new()),
             manual_ticks: false,
             retry: RetryPolicy::default(),
+            journal: None,
         }
     }
 }
@@ -150,6 +170,7 @@ impl std::fmt::Debug for Builder {
             .field("queue_capacity", &self.queue_capacity)
             .field("manual_ticks", &self.manual_ticks)
             .field("retry", &self.retry)
+            .field("journal", &self.journal)
             .finish()
     }
 }
@@ -197,7 +218,19 @@ impl Builder {
         self
     }
 
+    /// Makes the engine durable: every change is written to `journal`
+    /// before it is acknowledged, and the wheel is rebuilt from it when the
+    /// engine is built (see [`Builder::try_build`]).
+    pub fn journal(mut self, journal: Journal) -> Builder {
+        self.journal = Some(journal);
+        self
+    }
+
     /// Starts an engine whose close-order task is `handler`.
+    ///
+    /// # Panics
+    /// If a journal is set and cannot be read back; use
+    /// [`Builder::try_build_fn`] then.
     pub fn build_fn<F>(self, handler: F) -> Engine
     where
         F: Fn(&Fired) -> HandlerResult + Send + Sync + 'static,
@@ -206,7 +239,29 @@ impl Builder {
     }
 
     /// Starts an engine whose close-order task is `handler`.
+    ///
+    /// # Panics
+    /// If a journal is set and cannot be read back; use
+    /// [`Builder::try_build`] then.
     pub fn build(self, handler: impl Handler) -> Engine {
+        self.try_build(handler)
+            .unwrap_or_else(|e| panic!("engine build failed: {e}"))
+    }
+
+    /// [`Builder::try_build`] for a closure.
+    pub fn try_build_fn<F>(self, handler: F) -> Result<Engine, JournalError>
+    where
+        F: Fn(&Fired) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.try_build(FnHandler(handler))
+    }
+
+    /// Starts an engine whose close-order task is `handler`. With a
+    /// journal, first rebuilds the wheel from it: timers still to come go
+    /// back into the wheel; overdue ones are treated as already firing
+    /// (they go straight to the workers, oldest first, and `cancel` returns
+    /// `false` for them: the previous run may have delivered them).
+    pub fn try_build(self, handler: impl Handler) -> Result<Engine, JournalError> {
         let tick_ms = self.tick.as_millis().min(u64::MAX as u128) as u64;
         let now_ms = self.clock.now_ms();
         // Align ticks to whole multiples of the tick, so that with a 1 s tick
@@ -235,21 +290,61 @@ impl Builder {
             last_tick: AtomicU64::new(0),
             shut_down: AtomicBool::new(false),
             counters: Counters::default(),
+            journal: self.journal,
         });
+        if let Some(journal) = &shared.journal {
+            restore(&shared, journal)?;
+            journal.start();
+        }
         let workers = (0..self.workers)
             .map(|n| pool::spawn_worker(n, shared.clone(), jobs_rx.clone()))
             .collect();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let ticker = (!self.manual_ticks).then(|| ticker::spawn(shared.clone(), stop_rx));
-        Engine {
+        Ok(Engine {
             shared,
             threads: Arc::new(Mutex::new(Threads {
                 stop_tx: Some(stop_tx),
                 ticker,
                 workers,
             })),
-        }
+        })
     }
+}
+
+/// Loads the journal into the wheel (before any thread runs).
+fn restore(shared: &Shared, journal: &Journal) -> Result<(), JournalError> {
+    let now_ms = shared.clock.now_ms();
+    let latest = now_ms.saturating_add(MAX_DELAY_MS);
+    let mut overdue = 0;
+    journal.restore(now_ms, |entry| {
+        if entry.overdue {
+            overdue += 1;
+            // Already firing: not in the wheel, so not cancellable. The
+            // retry queue hands them over oldest first at the first tick.
+            shared.retries.push(
+                entry.deadline_ms,
+                Fired {
+                    id: entry.id,
+                    deadline_ms: entry.deadline_ms,
+                    fired_ms: now_ms,
+                    attempt: 1,
+                },
+            );
+        } else {
+            let (shard, hash) = shared.shard(entry.id.as_bytes());
+            // The set has each member once, so the insert cannot collide.
+            let _ = shard
+                .lock()
+                .insert_hashed(hash, entry.id, entry.deadline_ms.min(latest));
+        }
+    })?;
+    shared.counters.fired.fetch_add(overdue, Ordering::Relaxed);
+    shared
+        .counters
+        .inflight
+        .fetch_add(overdue, Ordering::Relaxed);
+    Ok(())
 }
 
 #[derive(Default)]
@@ -282,6 +377,7 @@ struct Shared {
     last_tick: AtomicU64,
     shut_down: AtomicBool,
     counters: Counters,
+    journal: Option<Journal>,
 }
 
 impl Shared {
@@ -343,16 +439,41 @@ impl Engine {
     }
 
     /// Schedules `id` to fire at `deadline_ms` (Unix ms); a deadline already
-    /// passed fires at the next tick. Returns the deadline.
+    /// passed fires at the next tick. Returns the deadline. With a journal,
+    /// returns once Redis has the write.
     pub fn schedule_at(
         &self,
         id: impl AsRef<[u8]>,
         deadline_ms: u64,
     ) -> Result<u64, ScheduleError> {
+        let (deadline_ms, ack) = self.schedule_at_nowait(id, deadline_ms)?;
+        self.wait_durable(ack)?;
+        Ok(deadline_ms)
+    }
+
+    /// [`Engine::schedule_at`] without waiting for the journal: the timer
+    /// is in memory; the [`Ack`] tells when Redis has it too.
+    pub fn schedule_at_nowait(
+        &self,
+        id: impl AsRef<[u8]>,
+        deadline_ms: u64,
+    ) -> Result<(u64, Ack), ScheduleError> {
         let id = self.checked(id.as_ref(), deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
+        let mut ack = Ack::DURABLE;
+        if let Some(journal) = &self.shared.journal {
+            if let Some(existing) = wheel.get_hashed(hash, id.as_bytes()) {
+                return Err(ScheduleError::AlreadyScheduled {
+                    deadline_ms: existing,
+                });
+            }
+            ack = journal.push(Op::Put {
+                id: id.clone(),
+                deadline_ms,
+            })?;
+        }
         match wheel.insert_hashed(hash, id, deadline_ms) {
-            Ok(()) => Ok(deadline_ms),
+            Ok(()) => Ok((deadline_ms, ack)),
             Err(existing) => Err(ScheduleError::AlreadyScheduled {
                 deadline_ms: existing.deadline_ms,
             }),
@@ -365,19 +486,36 @@ impl Engine {
         id: impl AsRef<[u8]>,
         deadline_ms: u64,
     ) -> Result<u64, ScheduleError> {
-        let id = id.as_ref();
-        self.checked(id, deadline_ms)?;
-        let (mut wheel, hash) = self.open_shard(id)?;
-        match wheel.set_deadline_hashed(hash, id, deadline_ms) {
-            Some(_) => Ok(deadline_ms),
-            None => Err(ScheduleError::NotScheduled),
-        }
+        let id = self.checked(id.as_ref(), deadline_ms)?;
+        let ack = {
+            let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
+            if wheel.get_hashed(hash, id.as_bytes()).is_none() {
+                return Err(ScheduleError::NotScheduled);
+            }
+            let ack = self.journal_put(&id, deadline_ms)?;
+            wheel.set_deadline_hashed(hash, id.as_bytes(), deadline_ms);
+            ack
+        };
+        self.wait_durable(ack)?;
+        Ok(deadline_ms)
     }
 
     /// Schedules `id`, or moves it if it is pending (Redis `ZADD` semantics).
     pub fn upsert_at(&self, id: impl AsRef<[u8]>, deadline_ms: u64) -> Result<u64, ScheduleError> {
+        let (deadline_ms, ack) = self.upsert_at_nowait(id, deadline_ms)?;
+        self.wait_durable(ack)?;
+        Ok(deadline_ms)
+    }
+
+    /// [`Engine::upsert_at`] without waiting for the journal.
+    pub fn upsert_at_nowait(
+        &self,
+        id: impl AsRef<[u8]>,
+        deadline_ms: u64,
+    ) -> Result<(u64, Ack), ScheduleError> {
         let id = self.checked(id.as_ref(), deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
+        let ack = self.journal_put(&id, deadline_ms)?;
         if wheel
             .set_deadline_hashed(hash, id.as_bytes(), deadline_ms)
             .is_none()
@@ -385,23 +523,102 @@ impl Engine {
             let inserted = wheel.insert_hashed(hash, id, deadline_ms);
             debug_assert!(inserted.is_ok(), "upsert: insert after miss failed");
         }
-        Ok(deadline_ms)
+        Ok((deadline_ms, ack))
     }
 
     /// Cancels a pending timer. `true` means it was pending and its handler
     /// will never run; `false` means it was unknown, or has already been
-    /// handed to the workers.
+    /// handed to the workers. With a journal that is down, the timer stays
+    /// and `false` is returned (it will fire); [`Engine::try_cancel`] tells
+    /// that case apart.
     pub fn cancel(&self, id: impl AsRef<[u8]>) -> bool {
+        match self.try_cancel(id) {
+            Ok(cancelled) => cancelled,
+            Err(error) => {
+                tracing::warn!(%error, "cancel refused; the timer stays pending");
+                false
+            }
+        }
+    }
+
+    /// [`Engine::cancel`], with `Err` when the journal refused the write
+    /// (nothing changed) or could not confirm it before shutdown.
+    pub fn try_cancel(&self, id: impl AsRef<[u8]>) -> Result<bool, ScheduleError> {
+        let (cancelled, ack) = self.cancel_nowait(id)?;
+        self.wait_durable(ack)?;
+        Ok(cancelled)
+    }
+
+    /// [`Engine::try_cancel`] without waiting for the journal: the timer
+    /// is out of memory (it will not fire here); the [`Ack`] tells when
+    /// Redis has forgotten it too.
+    pub fn cancel_nowait(&self, id: impl AsRef<[u8]>) -> Result<(bool, Ack), ScheduleError> {
         let id = id.as_ref();
         let (shard, hash) = self.shared.shard(id);
-        let removed = shard.lock().remove_hashed(hash, id).is_some();
+        let mut wheel = shard.lock();
+        let mut ack = Ack::DURABLE;
+        if let Some(journal) = &self.shared.journal {
+            if wheel.get_hashed(hash, id).is_none() {
+                return Ok((false, ack));
+            }
+            let Ok(id) = OrderId::new(id) else {
+                unreachable!("a pending id is valid");
+            };
+            ack = journal.push(Op::Cancel { id })?;
+        }
+        let removed = wheel.remove_hashed(hash, id).is_some();
+        drop(wheel);
         if removed {
             self.shared
                 .counters
                 .cancelled
                 .fetch_add(1, Ordering::Relaxed);
         }
-        removed
+        Ok((removed, ack))
+    }
+
+    /// Where a write made by a `_nowait` call stands.
+    pub fn ack_status(&self, ack: Ack) -> AckStatus {
+        match &self.shared.journal {
+            Some(journal) => journal.status(ack),
+            None => AckStatus::Durable,
+        }
+    }
+
+    /// Blocks until the write behind `ack` is in Redis.
+    pub fn wait_durable(&self, ack: Ack) -> Result<(), ScheduleError> {
+        match &self.shared.journal {
+            Some(journal) if ack != Ack::DURABLE => Ok(journal.wait(ack)?),
+            _ => Ok(()),
+        }
+    }
+
+    /// Calls `listener` whenever journal writes become durable (or fail),
+    /// on the journal's thread; it must not block. Without a journal it is
+    /// never called.
+    pub fn on_durable(&self, listener: impl Fn() + Send + Sync + 'static) {
+        if let Some(journal) = &self.shared.journal {
+            journal.on_ack(listener);
+        }
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.shared.journal.as_ref()
+    }
+
+    pub fn journal_stats(&self) -> Option<JournalStats> {
+        self.shared.journal.as_ref().map(Journal::stats)
+    }
+
+    /// Queues `ZADD` for `id` if there is a journal. Shard lock held.
+    fn journal_put(&self, id: &OrderId, deadline_ms: u64) -> Result<Ack, Unavailable> {
+        match &self.shared.journal {
+            Some(journal) => journal.push(Op::Put {
+                id: id.clone(),
+                deadline_ms,
+            }),
+            None => Ok(Ack::DURABLE),
+        }
     }
 
     /// The deadline (Unix ms) of a pending timer.
@@ -476,6 +693,10 @@ impl Engine {
         drop(self.shared.jobs_tx.lock().take());
         for worker in threads.workers.drain(..) {
             let _ = worker.join();
+        }
+        // Workers queued the removal of what they delivered: flush it.
+        if let Some(journal) = &self.shared.journal {
+            journal.close();
         }
         let mut pending: Vec<Pending> = self
             .shared

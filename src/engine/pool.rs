@@ -3,6 +3,9 @@
 //! Ground rules:
 //! - A worker holds no lock while the handler runs; a panicking handler is
 //!   caught, counted as a failed attempt, and the worker lives on.
+//! - With a journal, a delivered (or dead-lettered) order is removed from
+//!   it only now, after the handler returned: a crash before that fires
+//!   it again after restart (at-least-once).
 //! - A failed attempt goes to the [`RetryQueue`], which the ticker drains
 //!   when the backoff has passed; workers never feed the job queue
 //!   themselves, so a full queue cannot deadlock them.
@@ -18,6 +21,7 @@ use parking_lot::Mutex;
 
 use super::{JobReceiver, Shared};
 use crate::handler::Fired;
+use crate::journal::Op;
 
 pub(super) fn spawn_worker(n: usize, shared: Arc<Shared>, jobs: JobReceiver) -> JoinHandle<()> {
     std::thread::Builder::new()
@@ -35,6 +39,12 @@ pub(super) fn run_job(shared: &Shared, fired: Fired) {
     let outcome = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&fired)));
     let error = match outcome {
         Ok(Ok(())) => {
+            if let Some(journal) = &shared.journal {
+                journal.push_always(Op::Done {
+                    id: fired.id,
+                    deadline_ms: fired.deadline_ms,
+                });
+            }
             shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
             shared.counters.inflight.fetch_sub(1, Ordering::Relaxed);
             return;
@@ -46,6 +56,15 @@ pub(super) fn run_job(shared: &Shared, fired: Fired) {
         shared.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
         shared.counters.inflight.fetch_sub(1, Ordering::Relaxed);
         shared.handler.dead_letter(&fired, &error);
+        if let Some(journal) = &shared.journal {
+            journal.push_always(Op::Dead {
+                id: fired.id,
+                deadline_ms: fired.deadline_ms,
+                attempts: fired.attempt,
+                error,
+                now_ms: shared.clock.now_ms(),
+            });
+        }
         return;
     }
     let wait = shared.retry.delay(fired.attempt);

@@ -3,6 +3,10 @@
 //! Ground rules:
 //! - Every request gets exactly one reply ((P)(UN)SUBSCRIBE: one per
 //!   channel, as Redis does), written in the connection's protocol.
+//! - A write the journal has not confirmed yet is answered later: it
+//!   returns a [`Deferred`] reply and the connection holds it. A write the
+//!   journal refuses is answered `-JOURNAL unavailable` at once, and
+//!   nothing changed.
 //! - Until a connection authenticates, only AUTH, HELLO, PING and QUIT run.
 //! - A RESP2 connection that subscribed may only PING, (UN)SUBSCRIBE,
 //!   PUNSUBSCRIBE and QUIT; a RESP3 one may run anything, as in Redis 7.
@@ -14,9 +18,10 @@ use crossbeam_channel::Sender;
 use mio::{Token, Waker};
 
 use super::Shared;
-use super::connection::Session;
+use super::connection::{Deferred, Session};
 use super::hub::Subscription;
 use crate::engine::ScheduleError;
+use crate::journal::{Ack, AckStatus};
 use crate::protocol::{
     Command, CommandError, Credentials, Protocol, Request, write_array_header, write_bulk,
     write_error, write_integer, write_map_header, write_null, write_push_header, write_simple,
@@ -24,6 +29,10 @@ use crate::protocol::{
 
 /// The channel fired timers are published on.
 pub const FIRED_CHANNEL: &[u8] = b"fired";
+
+/// The reply to a write while the journal cannot reach Redis.
+pub const JOURNAL_UNAVAILABLE: &str =
+    "JOURNAL unavailable: Redis is unreachable, nothing was changed; retry later";
 
 /// Failed AUTH attempts after which a connection is closed.
 pub const MAX_AUTH_FAILURES: u32 = 10;
@@ -41,7 +50,7 @@ pub fn execute(
     session: &mut Session,
     request: Request,
     out: &mut Vec<u8>,
-) {
+) -> Option<Deferred> {
     shared
         .counters
         .commands_processed
@@ -51,7 +60,7 @@ pub fn execute(
     let is_one_of = |names: &[&[u8]]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
     if !session.authenticated && !is_one_of(&[b"auth", b"hello", b"ping", b"quit"]) {
         write_error(out, "NOAUTH Authentication required.");
-        return;
+        return None;
     }
     let subscribed_resp2 = session.protocol == Protocol::Resp2 && !session.channels.is_empty();
     if subscribed_resp2
@@ -70,13 +79,13 @@ pub fn execute(
                 name.to_ascii_lowercase().escape_ascii()
             ),
         );
-        return;
+        return None;
     }
     let command = match Command::from_request(request) {
         Ok(command) => command,
         Err(error) => {
             write_error(out, error);
-            return;
+            return None;
         }
     };
     let engine = &shared.engine;
@@ -97,14 +106,18 @@ pub fn execute(
             replace,
         } => {
             let deadline = engine.now_ms().saturating_add(delay_ms);
-            schedule_reply(out, &id, deadline, replace, shared);
+            return schedule_reply(out, &id, deadline, replace, shared);
         }
         Command::AddAt {
             id,
             unix_ms,
             replace,
-        } => schedule_reply(out, &id, unix_ms, replace, shared),
-        Command::Cancel { id } => write_integer(out, engine.cancel(&id) as i64),
+        } => return schedule_reply(out, &id, unix_ms, replace, shared),
+        Command::Cancel { id } => match engine.cancel_nowait(&id) {
+            Ok((cancelled, ack)) => return reply_when_durable(shared, out, ack, cancelled as i64),
+            Err(ScheduleError::JournalUnavailable) => write_error(out, JOURNAL_UNAVAILABLE),
+            Err(error) => write_error(out, format_args!("ERR {error}")),
+        },
         Command::Pttl { id } => match engine.deadline(&id) {
             Some(deadline) => {
                 let left = deadline.saturating_sub(engine.now_ms());
@@ -186,14 +199,14 @@ pub fn execute(
             if let Some(credentials) = auth
                 && !authenticate(shared, session, &credentials, out)
             {
-                return;
+                return None;
             }
             if !session.authenticated {
                 write_error(
                     out,
                     "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
                 );
-                return;
+                return None;
             }
             if let Some(protocol) = protocol
                 && protocol != session.protocol
@@ -271,17 +284,42 @@ pub fn execute(
         Command::Select { db: 0 } => write_simple(out, "OK"),
         Command::Select { .. } => write_error(out, "ERR DB index is out of range"),
     }
+    None
 }
 
-fn schedule_reply(out: &mut Vec<u8>, id: &[u8], deadline: u64, replace: bool, shared: &Shared) {
+/// Writes `value` now if `ack` is already durable, or defers it.
+fn reply_when_durable(
+    shared: &Shared,
+    out: &mut Vec<u8>,
+    ack: Ack,
+    value: i64,
+) -> Option<Deferred> {
+    match shared.engine.ack_status(ack) {
+        AckStatus::Durable => {
+            write_integer(out, value);
+            None
+        }
+        _ => Some(Deferred { ack, value }),
+    }
+}
+
+fn schedule_reply(
+    out: &mut Vec<u8>,
+    id: &[u8],
+    deadline: u64,
+    replace: bool,
+    shared: &Shared,
+) -> Option<Deferred> {
     let engine = &shared.engine;
     let result = if replace {
-        engine.upsert_at(id, deadline)
+        engine.upsert_at_nowait(id, deadline)
     } else {
-        engine.schedule_at(id, deadline)
+        engine.schedule_at_nowait(id, deadline)
     };
     match result {
-        Ok(deadline) => write_integer(out, deadline.min(i64::MAX as u64) as i64),
+        Ok((deadline, ack)) => {
+            return reply_when_durable(shared, out, ack, deadline.min(i64::MAX as u64) as i64);
+        }
         Err(ScheduleError::AlreadyScheduled { .. }) => write_error(
             out,
             format_args!("EXISTS {} is already scheduled", id.escape_ascii()),
@@ -292,7 +330,9 @@ fn schedule_reply(out: &mut Vec<u8>, id: &[u8], deadline: u64, replace: bool, sh
         Err(ScheduleError::InvalidId) => write_error(out, "ERR invalid id"),
         Err(ScheduleError::NotScheduled) => write_error(out, "ERR not scheduled"),
         Err(ScheduleError::ShutDown) => write_error(out, "ERR server is shutting down"),
+        Err(ScheduleError::JournalUnavailable) => write_error(out, JOURNAL_UNAVAILABLE),
     }
+    None
 }
 
 /// `subscribe fired 1`-style confirmation, a push in RESP3.
@@ -477,7 +517,7 @@ fn info(shared: &Shared) -> String {
                 ),
             ],
         ),
-        ("Journal", vec![("journal", shared.journal.to_string())]),
+        ("Journal", journal_info(shared)),
     ];
     let mut text = String::new();
     for (title, fields) in sections {
@@ -488,6 +528,28 @@ fn info(shared: &Shared) -> String {
         text.push_str("\r\n");
     }
     text
+}
+
+fn journal_info(shared: &Shared) -> Vec<(&'static str, String)> {
+    let Some(j) = shared.engine.journal_stats() else {
+        return vec![("journal", "off".into())];
+    };
+    let r = &j.restored;
+    vec![
+        ("journal", if j.up { "ok" } else { "down" }.into()),
+        ("journal_down_for_s", j.down_for_s.to_string()),
+        ("journal_backlog", j.backlog.to_string()),
+        ("journal_writes_total", j.writes_total.to_string()),
+        ("journal_batches_total", j.batches_total.to_string()),
+        ("journal_errors_total", j.errors_total.to_string()),
+        ("journal_refused_total", j.refused_total.to_string()),
+        ("journal_reconnects_total", j.reconnects_total.to_string()),
+        ("rebuilt_timers", r.total.to_string()),
+        ("rebuild_ms", r.elapsed_ms.to_string()),
+        ("overdue_at_rebuild", r.overdue.to_string()),
+        ("refired_after_restart", r.refired.to_string()),
+        ("invalid_journal_entries", r.invalid.to_string()),
+    ]
 }
 
 #[cfg(test)]

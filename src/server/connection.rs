@@ -8,7 +8,12 @@
 //!   pushes are capped by the hub (see [`super::hub`]).
 //! - One call to [`Connection::drive`] does a bounded amount of work, so one
 //!   busy client cannot starve the others on its I/O thread.
+//! - Replies go out in request order. A write waiting for the journal
+//!   holds its reply (and every reply after it) in `held` until Redis has
+//!   it; at most [`MAX_HELD`] writes wait per connection, then reading
+//!   pauses, so a client's backlog is bounded.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +21,8 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use super::hub::Subscription;
-use crate::protocol::{self, Protocol};
+use crate::journal::{Ack, AckStatus};
+use crate::protocol::{self, Protocol, write_error, write_integer};
 
 /// Stop reading from a client while this much output is unsent.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
@@ -28,6 +34,28 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Buffer capacity an idle connection keeps.
 const KEPT_CAPACITY: usize = 16 * 1024;
+
+/// Journal writes one connection may have waiting before reading pauses.
+pub const MAX_HELD: usize = 4096;
+
+/// The error a write gets when the journal gave up on it at shutdown.
+pub const JOURNAL_GAVE_UP: &str =
+    "JOURNAL unavailable: Redis did not confirm the write before shutdown";
+
+/// A reply that waits for the journal: the integer to send once `ack` is
+/// durable.
+#[derive(Debug, Clone, Copy)]
+pub struct Deferred {
+    pub ack: Ack,
+    pub value: i64,
+}
+
+/// A deferred reply and the replies of the requests after it.
+#[derive(Debug)]
+struct Held {
+    reply: Deferred,
+    after: Vec<u8>,
+}
 
 /// What a command may change about its connection.
 #[derive(Debug)]
@@ -64,6 +92,9 @@ pub struct Connection {
     output: Vec<u8>,
     written: usize,
     eof: bool,
+    held: VecDeque<Held>,
+    /// Bytes in `held[..].after`.
+    held_bytes: usize,
 }
 
 impl std::fmt::Debug for Connection {
@@ -72,6 +103,7 @@ impl std::fmt::Debug for Connection {
             .field("session", &self.session)
             .field("input", &self.input.len())
             .field("unsent", &self.unsent())
+            .field("held", &self.held.len())
             .finish()
     }
 }
@@ -95,6 +127,35 @@ impl Connection {
             output: Vec::new(),
             written: 0,
             eof: false,
+            held: VecDeque::new(),
+            held_bytes: 0,
+        }
+    }
+
+    /// Replies waiting for the journal.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether the first held reply can go out now.
+    pub fn can_release(&self, status: &impl Fn(Ack) -> AckStatus) -> bool {
+        self.held
+            .front()
+            .is_some_and(|h| status(h.reply.ack) != AckStatus::Waiting)
+    }
+
+    /// Moves held replies whose write is settled into the output, in order.
+    fn release_held(&mut self, status: &impl Fn(Ack) -> AckStatus) {
+        while let Some(front) = self.held.front() {
+            match status(front.reply.ack) {
+                AckStatus::Waiting => break,
+                AckStatus::Durable => write_integer(&mut self.output, front.reply.value),
+                AckStatus::Failed => write_error(&mut self.output, JOURNAL_GAVE_UP),
+            }
+            if let Some(held) = self.held.pop_front() {
+                self.held_bytes -= held.after.len();
+                self.output.extend_from_slice(&held.after);
+            }
         }
     }
 
@@ -109,23 +170,31 @@ impl Connection {
 
     /// Reads, executes and writes until the socket would block, the client
     /// is done, or this turn's budget is spent. `execute` runs one request
-    /// and appends its reply.
+    /// and appends its reply, or returns it as [`Deferred`]; `status` says
+    /// where a journal write stands.
     pub fn drive(
         &mut self,
         scratch: &mut [u8],
-        mut execute: impl FnMut(&mut Session, protocol::Request, &mut Vec<u8>),
+        mut execute: impl FnMut(&mut Session, protocol::Request, &mut Vec<u8>) -> Option<Deferred>,
+        status: impl Fn(Ack) -> AckStatus,
     ) -> io::Result<Drive> {
         for _ in 0..READS_PER_DRIVE {
+            self.release_held(&status);
             let held_back = self.process_input(&mut execute);
+            self.release_held(&status);
             self.flush()?;
             if self.session.closing || self.eof {
-                return Ok(if self.unsent() == 0 {
+                return Ok(if self.unsent() == 0 && self.held.is_empty() {
                     Drive::Close
                 } else {
                     Drive::Idle
                 });
             }
-            if self.unsent() > OUTPUT_HIGH_WATER {
+            if self.held.len() >= MAX_HELD {
+                // Resumed when the journal confirms.
+                return Ok(Drive::Idle);
+            }
+            if self.unsent() + self.held_bytes > OUTPUT_HIGH_WATER {
                 // Resumed by the next writable event.
                 return Ok(Drive::Idle);
             }
@@ -154,26 +223,48 @@ impl Connection {
     /// is backed up; `true` if it stopped for the output, with input left.
     fn process_input(
         &mut self,
-        execute: &mut impl FnMut(&mut Session, protocol::Request, &mut Vec<u8>),
+        execute: &mut impl FnMut(&mut Session, protocol::Request, &mut Vec<u8>) -> Option<Deferred>,
     ) -> bool {
         let mut consumed = 0;
-        while !self.session.closing && self.unsent() <= OUTPUT_HIGH_WATER {
+        while !self.session.closing && !self.backed_up() {
+            // Behind a held reply, replies queue after it.
+            let behind_held = !self.held.is_empty();
+            let out = match self.held.back_mut() {
+                Some(held) => &mut held.after,
+                None => &mut self.output,
+            };
+            let before = out.len();
+            let mut deferred = None;
             match protocol::parse_request(&self.input[consumed..]) {
                 Ok(Some((request, used))) => {
                     consumed += used;
-                    execute(&mut self.session, request, &mut self.output);
+                    deferred = execute(&mut self.session, request, out);
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    protocol::write_protocol_error(&mut self.output, &error);
+                    protocol::write_protocol_error(out, &error);
                     self.session.closing = true;
                     consumed = self.input.len();
                 }
             }
+            if behind_held {
+                self.held_bytes += out.len() - before;
+            }
+            if let Some(reply) = deferred {
+                self.held.push_back(Held {
+                    reply,
+                    after: Vec::new(),
+                });
+            }
         }
         self.input.drain(..consumed);
         self.input.shrink_to(KEPT_CAPACITY.max(self.input.len()));
-        !self.session.closing && self.unsent() > OUTPUT_HIGH_WATER && !self.input.is_empty()
+        !self.session.closing && self.backed_up() && !self.input.is_empty()
+    }
+
+    /// Too much is waiting to go out: stop executing requests.
+    fn backed_up(&self) -> bool {
+        self.unsent() + self.held_bytes > OUTPUT_HIGH_WATER || self.held.len() >= MAX_HELD
     }
 
     /// Writes as much output as the socket takes.

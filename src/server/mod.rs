@@ -12,7 +12,9 @@
 //!   thread touches its buffers. Other threads reach it through the hub's
 //!   queue plus the thread's `Waker`.
 //! - Commands run inline on the I/O thread; engine calls take one shard
-//!   lock for O(1) work, so they never stall the loop.
+//!   lock for O(1) work, so they never stall the loop. Journal writes do
+//!   not wait either: the reply is held, and the journal's ack listener
+//!   wakes the thread, which then drives the connections that wait.
 //! - Shutdown (the `shutdown` channel fires or closes): stop accepting,
 //!   answer what was already received, flush for up to
 //!   [`SHUTDOWN_FLUSH`], then shut the engine down.
@@ -29,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -91,8 +93,6 @@ pub struct Shared {
     pub config: Config,
     pub counters: Counters,
     pub started: Instant,
-    /// What `INFO` reports as `journal`.
-    pub journal: &'static str,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
 }
@@ -118,7 +118,6 @@ pub fn run(
         },
         counters: Counters::default(),
         started: Instant::now(),
-        journal: "off",
         next_client_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
     });
@@ -128,6 +127,12 @@ pub fn run(
         loops.push(IoLoop::new(n, shared.clone())?);
     }
     let handles: Vec<Handle> = loops.iter().map(IoLoop::handle).collect();
+    for handle in &handles {
+        let waker = handle.waker.clone();
+        shared.engine.on_durable(move || {
+            let _ = waker.wake();
+        });
+    }
     let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
     let mut listener = Some(listener);
     for mut io_loop in loops {
@@ -160,7 +165,12 @@ pub fn run(
         }
     }
     let left = shared.engine.shutdown();
-    if !left.is_empty() {
+    if shared.engine.journal().is_some() {
+        tracing::info!(
+            pending = left.len(),
+            "timers still pending stay in the journal for the next start"
+        );
+    } else if !left.is_empty() {
         tracing::warn!(
             pending = left.len(),
             "timers still pending at shutdown are dropped (they are only in memory)"
@@ -192,6 +202,8 @@ struct IoLoop {
     next_target: usize,
     /// Connections with work left over from their last turn.
     ready: Vec<Token>,
+    /// Connections with replies held for the journal.
+    waiting: HashSet<Token>,
 }
 
 impl IoLoop {
@@ -214,6 +226,7 @@ impl IoLoop {
             acceptor: None,
             next_target: 0,
             ready: Vec::new(),
+            waiting: HashSet::new(),
         })
     }
 
@@ -252,6 +265,7 @@ impl IoLoop {
             }
             self.adopt_new_connections()?;
             to_drive.extend(self.take_notified());
+            to_drive.extend(self.take_released());
             to_drive.sort_unstable();
             to_drive.dedup();
             for token in to_drive {
@@ -334,6 +348,23 @@ impl IoLoop {
         tokens
     }
 
+    /// Waiting connections whose first held reply can go out.
+    fn take_released(&mut self) -> Vec<Token> {
+        let engine = &self.shared.engine;
+        let status = |ack| engine.ack_status(ack);
+        let connections = &self.connections;
+        let mut released = Vec::new();
+        self.waiting.retain(|token| match connections.get(token) {
+            Some(conn) if conn.can_release(&status) => {
+                released.push(*token);
+                false
+            }
+            Some(conn) => conn.held() > 0,
+            None => false,
+        });
+        released
+    }
+
     fn drive(&mut self, token: Token, scratch: &mut [u8]) {
         let Some(conn) = self.connections.get_mut(&token) else {
             return;
@@ -363,9 +394,14 @@ impl IoLoop {
             waker: &self.waker,
         };
         let shared = &self.shared;
-        let outcome = conn.drive(scratch, |session, request, out| {
-            commands::execute(shared, &io, session, request, out)
-        });
+        let outcome = conn.drive(
+            scratch,
+            |session, request, out| commands::execute(shared, &io, session, request, out),
+            |ack| shared.engine.ack_status(ack),
+        );
+        if conn.held() > 0 {
+            self.waiting.insert(token);
+        }
         match outcome {
             Ok(Drive::Idle) => {}
             Ok(Drive::More) => self.ready.push(token),
@@ -421,7 +457,11 @@ impl IoLoop {
             for token in tokens {
                 self.drive(token, scratch);
             }
-            let quiet = self.ready.is_empty() && self.connections.values().all(|c| c.unsent() == 0);
+            let quiet = self.ready.is_empty()
+                && self
+                    .connections
+                    .values()
+                    .all(|c| c.unsent() == 0 && c.held() == 0);
             quiet_rounds = if quiet { quiet_rounds + 1 } else { 0 };
             std::thread::sleep(Duration::from_millis(5));
         }

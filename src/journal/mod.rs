@@ -1,0 +1,489 @@
+//! The durable journal: a Redis sorted set the wheel is rebuilt from.
+//!
+//! ```text
+//!  engine (under the shard lock) ──push──► Queue ──► writer thread ──pipeline──► Redis
+//!  waiting clients ◄── acked seq + listeners ◄──────────┘
+//! ```
+//!
+//! Layout (see `docs/journal.md`): `<prefix>due` is a sorted set, member =
+//! order id, score = deadline (Unix ms); `<prefix>meta` is a hash with the
+//! writer's heartbeat `alive_ms`; `<prefix>dead` is a stream of
+//! dead-lettered orders.
+//!
+//! Ground rules:
+//! - Every change a client asks for is pushed while the engine holds the
+//!   id's shard lock, before memory changes, so the queue holds the writes
+//!   for one id in the order memory saw them; the single writer sends them
+//!   in queue order over one connection, and Redis applies a pipeline in
+//!   order.
+//! - Each write gets a sequence number; `acked` is the highest one Redis
+//!   has confirmed, and every write at or below it is durable. A client's
+//!   reply waits until its write is acked ([`Journal::status`]).
+//! - While Redis is unreachable the journal is *down*: client writes are
+//!   refused before anything changes in memory ([`Unavailable`]). Writes
+//!   queued before it went down stay queued and are sent, in order, after
+//!   the writer reconnects; their clients wait for the answer. Removals of
+//!   delivered orders are always queued, and so retried after reconnect.
+//! - A delivered order is removed only if its score still equals the
+//!   deadline that fired, so a later `ADD` of the same id survives.
+//! - The writer never takes an engine lock.
+
+mod restore;
+mod writer;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::id::OrderId;
+
+pub use restore::{Restored, RestoredEntry};
+
+/// Where the journal lives and how patient it is.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// `redis://[:password@]host:port/db`.
+    pub url: String,
+    /// Prefix of every key the journal writes (default `tw:`).
+    pub key_prefix: String,
+    /// How long to keep trying to reach Redis at start before giving up.
+    pub connect_timeout: Duration,
+    /// A Redis reply slower than this counts as Redis being lost.
+    pub io_timeout: Duration,
+    /// How long shutdown waits to flush queued writes to a Redis that is down.
+    pub shutdown_grace: Duration,
+}
+
+impl JournalConfig {
+    pub fn new(url: impl Into<String>) -> JournalConfig {
+        JournalConfig {
+            url: url.into(),
+            key_prefix: "tw:".into(),
+            connect_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the journal could not be opened or restored.
+#[derive(Debug)]
+pub enum JournalError {
+    /// The URL does not parse.
+    BadUrl(String),
+    /// Redis could not be reached within the connect timeout.
+    Unreachable { url: String, error: String },
+    /// Redis answered something the journal cannot use.
+    Redis(String),
+}
+
+impl std::fmt::Display for JournalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JournalError::BadUrl(e) => write!(f, "journal: bad Redis URL: {e}"),
+            JournalError::Unreachable { url, error } => {
+                write!(f, "journal: Redis at {url} is unreachable: {error}")
+            }
+            JournalError::Redis(e) => write!(f, "journal: Redis error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {}
+
+/// The journal is down (or shutting down): the write was refused and
+/// nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// A write's place in the journal; [`Ack::DURABLE`] for writes that needed
+/// no journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ack(u64);
+
+impl Ack {
+    /// Nothing to wait for.
+    pub const DURABLE: Ack = Ack(0);
+}
+
+/// Where a write stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckStatus {
+    /// Redis confirmed it.
+    Durable,
+    /// Queued or in flight.
+    Waiting,
+    /// Shutdown gave up on it: it is not known to be in Redis.
+    Failed,
+}
+
+/// One journal write.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// `ZADD due deadline id`: schedule or move.
+    Put { id: OrderId, deadline_ms: u64 },
+    /// `ZREM due id`: cancelled.
+    Cancel { id: OrderId },
+    /// Delivered: remove if the score is still `deadline_ms`.
+    Done { id: OrderId, deadline_ms: u64 },
+    /// Every attempt failed: remove as `Done`, and record it in `dead`.
+    Dead {
+        id: OrderId,
+        deadline_ms: u64,
+        attempts: u32,
+        error: String,
+        now_ms: u64,
+    },
+}
+
+/// The Redis keys of one journal.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub due: String,
+    pub meta: String,
+    pub dead: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys {
+            due: format!("{prefix}due"),
+            meta: format!("{prefix}meta"),
+            dead: format!("{prefix}dead"),
+        }
+    }
+}
+
+/// Counters shown by `INFO`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    pub up: bool,
+    /// Writes queued or in flight.
+    pub backlog: usize,
+    /// Writes Redis confirmed.
+    pub writes_total: u64,
+    /// Pipelines sent (group commits).
+    pub batches_total: u64,
+    /// Failed round trips (each one leads to a reconnect).
+    pub errors_total: u64,
+    /// Client writes refused while down.
+    pub refused_total: u64,
+    pub reconnects_total: u64,
+    /// Seconds the journal has been down (0 when up).
+    pub down_for_s: u64,
+    pub restored: Restored,
+}
+
+type Listener = Box<dyn Fn() + Send + Sync>;
+
+/// The queue between the engine and the writer.
+struct QueueState {
+    ops: VecDeque<Op>,
+    /// Sequence number of `ops[0]`.
+    head_seq: u64,
+    up: bool,
+    closed: bool,
+}
+
+pub(crate) struct Inner {
+    config: JournalConfig,
+    keys: Keys,
+    queue: Mutex<QueueState>,
+    /// Wakes the writer when the queue gets work.
+    work: Condvar,
+    /// Highest sequence number Redis confirmed.
+    acked: AtomicU64,
+    /// Writes from this sequence number on were given up (shutdown).
+    failed_from: AtomicU64,
+    /// Woken (with `ack_lock`) whenever `acked` moves.
+    ack_lock: Mutex<()>,
+    acked_cv: Condvar,
+    listeners: Mutex<Vec<Listener>>,
+    down_since: Mutex<Option<Instant>>,
+    counters: Counters,
+    restored: Mutex<Restored>,
+    /// Set by restore; the writer takes it over.
+    connection: Mutex<Option<redis::Connection>>,
+    client: redis::Client,
+    stopping: AtomicBool,
+}
+
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    batches: AtomicU64,
+    errors: AtomicU64,
+    refused: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+/// A handle on the journal. Cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("due", &self.inner.keys.due)
+            .field("acked", &self.inner.acked.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Connects to Redis, retrying with backoff (and a log line per try)
+    /// until `config.connect_timeout` has passed.
+    pub fn connect(config: JournalConfig) -> Result<Journal, JournalError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| JournalError::BadUrl(e.to_string()))?;
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        let connection = loop {
+            match writer::open(&client, config.io_timeout) {
+                Ok(connection) => break connection,
+                Err(error) => {
+                    let waited = started.elapsed();
+                    if waited >= config.connect_timeout {
+                        return Err(JournalError::Unreachable {
+                            url: config.url.clone(),
+                            error: format!("{error} (gave up after {:.1} s)", waited.as_secs_f64()),
+                        });
+                    }
+                    tracing::warn!(
+                        url = %config.url,
+                        %error,
+                        retry_in_ms = wait.as_millis() as u64,
+                        give_up_in_s = (config.connect_timeout - waited).as_secs(),
+                        "journal: cannot reach Redis; retrying"
+                    );
+                    std::thread::sleep(wait.min(config.connect_timeout - waited));
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        tracing::info!(url = %config.url, prefix = %config.key_prefix, "journal: connected to Redis");
+        let keys = Keys::new(&config.key_prefix);
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                config,
+                keys,
+                queue: Mutex::new(QueueState {
+                    ops: VecDeque::new(),
+                    head_seq: 1,
+                    up: true,
+                    closed: false,
+                }),
+                work: Condvar::new(),
+                acked: AtomicU64::new(0),
+                failed_from: AtomicU64::new(u64::MAX),
+                ack_lock: Mutex::new(()),
+                acked_cv: Condvar::new(),
+                listeners: Mutex::new(Vec::new()),
+                down_since: Mutex::new(None),
+                counters: Counters::default(),
+                restored: Mutex::new(Restored::default()),
+                connection: Mutex::new(Some(connection)),
+                client,
+                stopping: AtomicBool::new(false),
+            }),
+            writer: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Reads the whole due set in chunks, oldest deadline first, calling
+    /// `each` with every entry; logs progress every second. Call once,
+    /// before [`Journal::start`].
+    pub fn restore(
+        &self,
+        now_ms: u64,
+        each: impl FnMut(RestoredEntry),
+    ) -> Result<Restored, JournalError> {
+        let mut guard = self.inner.connection.lock();
+        let connection = guard
+            .as_mut()
+            .ok_or_else(|| JournalError::Redis("restore after start".into()))?;
+        let restored = restore::run(connection, &self.inner.keys, now_ms, each)?;
+        *self.inner.restored.lock() = restored.clone();
+        Ok(restored)
+    }
+
+    /// Starts the writer thread.
+    pub fn start(&self) {
+        let mut writer = self.writer.lock();
+        if writer.is_none() {
+            let inner = self.inner.clone();
+            *writer = Some(
+                std::thread::Builder::new()
+                    .name("timewheel-journal".into())
+                    .spawn(move || writer::run(&inner))
+                    .expect("spawn journal thread"),
+            );
+        }
+    }
+
+    /// Flushes what is queued (waiting up to `shutdown_grace` for a Redis
+    /// that is down), then stops the writer. Writes it could not flush are
+    /// marked [`AckStatus::Failed`].
+    pub fn close(&self) {
+        {
+            let mut queue = self.inner.queue.lock();
+            queue.closed = true;
+            self.inner.work.notify_one();
+        }
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
+        }
+    }
+
+    /// Queues a client's write, unless the journal is down or closed.
+    /// Call with the id's shard lock held, before changing memory.
+    pub(crate) fn push(&self, op: Op) -> Result<Ack, Unavailable> {
+        let mut queue = self.inner.queue.lock();
+        if !queue.up || queue.closed {
+            drop(queue);
+            self.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Unavailable);
+        }
+        Ok(enqueue(&self.inner, &mut queue, op))
+    }
+
+    /// Queues a removal of a delivered or dead-lettered order. Never
+    /// refused: while Redis is down it waits in the queue for reconnect.
+    pub(crate) fn push_always(&self, op: Op) {
+        let mut queue = self.inner.queue.lock();
+        if queue.closed {
+            drop(queue);
+            tracing::warn!(
+                ?op,
+                "journal: closed; removal not written, so the order fires again after a restart"
+            );
+            return;
+        }
+        enqueue(&self.inner, &mut queue, op);
+    }
+
+    pub fn status(&self, ack: Ack) -> AckStatus {
+        if ack.0 <= self.inner.acked.load(Ordering::Acquire) {
+            AckStatus::Durable
+        } else if ack.0 >= self.inner.failed_from.load(Ordering::Acquire) {
+            AckStatus::Failed
+        } else {
+            AckStatus::Waiting
+        }
+    }
+
+    /// Blocks until `ack` is durable (`Ok`) or given up (`Err`).
+    pub fn wait(&self, ack: Ack) -> Result<(), Unavailable> {
+        let mut guard = self.inner.ack_lock.lock();
+        loop {
+            match self.status(ack) {
+                AckStatus::Durable => return Ok(()),
+                AckStatus::Failed => return Err(Unavailable),
+                AckStatus::Waiting => self.inner.acked_cv.wait(&mut guard),
+            }
+        }
+    }
+
+    /// Calls `listener` (on the writer thread) each time writes become
+    /// durable or fail. It must be quick and must not block.
+    pub fn on_ack(&self, listener: impl Fn() + Send + Sync + 'static) {
+        self.inner.listeners.lock().push(Box::new(listener));
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.inner.queue.lock().up
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        let (up, backlog) = {
+            let queue = self.inner.queue.lock();
+            (queue.up, queue.ops.len())
+        };
+        let c = &self.inner.counters;
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        JournalStats {
+            up,
+            backlog: backlog + self.in_flight(),
+            writes_total: load(&c.writes),
+            batches_total: load(&c.batches),
+            errors_total: load(&c.errors),
+            refused_total: load(&c.refused),
+            reconnects_total: load(&c.reconnects),
+            down_for_s: self
+                .inner
+                .down_since
+                .lock()
+                .map_or(0, |t| t.elapsed().as_secs()),
+            restored: self.inner.restored.lock().clone(),
+        }
+    }
+
+    /// Writes taken by the writer but not yet confirmed.
+    fn in_flight(&self) -> usize {
+        let head = self.inner.queue.lock().head_seq;
+        let acked = self.inner.acked.load(Ordering::Relaxed);
+        (head - 1).saturating_sub(acked) as usize
+    }
+
+    /// The key of the sorted set of pending orders.
+    pub fn due_key(&self) -> &str {
+        &self.inner.keys.due
+    }
+
+    pub fn config(&self) -> &JournalConfig {
+        &self.inner.config
+    }
+}
+
+fn enqueue(inner: &Inner, queue: &mut QueueState, op: Op) -> Ack {
+    queue.ops.push_back(op);
+    let seq = queue.head_seq + queue.ops.len() as u64 - 1;
+    if queue.ops.len() == 1 {
+        inner.work.notify_one();
+    }
+    Ack(seq)
+}
+
+impl Inner {
+    /// Publishes that every write up to `seq` is durable.
+    fn acked_up_to(&self, seq: u64) {
+        self.acked.store(seq, Ordering::Release);
+        self.notify();
+    }
+
+    fn notify(&self) {
+        drop(self.ack_lock.lock());
+        self.acked_cv.notify_all();
+        for listener in self.listeners.lock().iter() {
+            listener();
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        let mut queue = self.queue.lock();
+        if queue.up == up {
+            return;
+        }
+        queue.up = up;
+        drop(queue);
+        let mut since = self.down_since.lock();
+        if up {
+            if let Some(t) = since.take() {
+                tracing::info!(
+                    down_for_ms = t.elapsed().as_millis() as u64,
+                    "journal: Redis is back; accepting writes again"
+                );
+            }
+        } else {
+            *since = Some(Instant::now());
+        }
+    }
+}
