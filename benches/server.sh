@@ -21,6 +21,10 @@
 #   ROUNDS=1                          rounds, each with fresh servers
 #   TIMEWHEEL_ARGS=                   extra flags for `timewheel serve`
 #   BENCH_TIMEOUT=600                 seconds before one redis-benchmark run is abandoned
+#   JOURNAL=                          always|everysec: Redis runs with AOF and that fsync
+#                                     policy, and timewheel journals into that same Redis
+#                                     (`--redis`), so ADD is compared with ZADD on the
+#                                     Redis that also holds the journal
 #   NO_BUILD=1                        skip `cargo build --release`
 #   TIMEWHEEL_BIN=path                another timewheel binary (A/B runs); implies NO_BUILD
 #
@@ -39,6 +43,8 @@ IO_THREADS=${IO_THREADS:-1}
 BENCH_THREADS=${BENCH_THREADS:-}
 ROUNDS=${ROUNDS:-1}
 TIMEWHEEL_ARGS=${TIMEWHEEL_ARGS:-}
+JOURNAL=${JOURNAL:-}
+case $JOURNAL in "" | always | everysec) ;; *) echo "JOURNAL must be always or everysec" >&2; exit 2 ;; esac
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-600}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -90,9 +96,11 @@ start_timewheel() {
     local log
     log=$(mktemp "$WORK/timewheel.XXXXXX.log")
     # The port is read from the info-level log line.
+    local journal=()
+    [[ -n $JOURNAL ]] && journal=(--redis "redis://127.0.0.1:$REDIS_PORT/0")
     # shellcheck disable=SC2086  # TIMEWHEEL_ARGS is a list of flags
     RUST_LOG=info "$BIN" serve --bind 127.0.0.1:0 \
-        --io-threads "$IO_THREADS" $TIMEWHEEL_ARGS 2>"$log" &
+        --io-threads "$IO_THREADS" "${journal[@]}" $TIMEWHEEL_ARGS 2>"$log" &
     TW_PID=$!
     TW_PORT=
     local _
@@ -112,7 +120,10 @@ start_redis() {
     for attempt in 1 2 3 4 5; do
         REDIS_PORT=$((20000 + RANDOM % 40000))
         port_in_use "$REDIS_PORT" && continue
-        redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+        local persistence=(--appendonly no)
+        [[ -n $JOURNAL ]] && persistence=(--appendonly yes --appendfsync "$JOURNAL")
+        rm -rf "$WORK/appendonlydir"
+        redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" "${persistence[@]}" \
             --dir "$WORK" --daemonize no --logfile "$WORK/redis.log" &
         REDIS_PID=$!
         for _ in $(seq 200); do
@@ -214,6 +225,7 @@ run_redis_1() {
 
 echo "# timewheel vs redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')," \
     "$(nproc) cores, io-threads=$IO_THREADS, redis-benchmark threads=${BENCH_THREADS:-1}"
+[[ -n $JOURNAL ]] && echo "# journal on: timewheel --redis into the same redis-server (appendonly yes, appendfsync $JOURNAL)"
 echo "# pipelined: -P $P -c $C -n $N -r $R; unpipelined: -P 1 -c $C -n $N1 -r $R;" \
     "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-5s %-6s %11s %11s %7s | %9s %9s %9s %9s %6s | %-9s %-9s | %s\n' \
@@ -222,8 +234,9 @@ printf '%-5s %-6s %11s %11s %7s | %9s %9s %9s %9s %6s | %-9s %-9s | %s\n' \
 
 declare -a RATIOS P99_OK DETAILS
 for round in $(seq "$ROUNDS"); do
-    start_timewheel
+    # Redis first: with JOURNAL, timewheel needs it to start.
     start_redis
+    start_timewheel
     if ((round % 2)); then first=tw; else first=redis; fi
     RESULTS=()
     for phase in p 1; do

@@ -28,6 +28,7 @@
 //!   deadline that fired, so a later `ADD` of the same id survives.
 //! - The writer never takes an engine lock.
 
+mod bulk;
 mod restore;
 mod writer;
 
@@ -56,6 +57,9 @@ pub struct JournalConfig {
     pub io_timeout: Duration,
     /// How long shutdown waits to flush queued writes to a Redis that is down.
     pub shutdown_grace: Duration,
+    /// The stream that [`Journal::deliver_to_stream`] moves fired orders
+    /// into (`--stream`); `None`: no stream.
+    pub stream: Option<String>,
 }
 
 impl JournalConfig {
@@ -66,6 +70,7 @@ impl JournalConfig {
             connect_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            stream: None,
         }
     }
 }
@@ -130,6 +135,13 @@ pub(crate) enum Op {
     Cancel { id: OrderId },
     /// Delivered: remove if the score is still `deadline_ms`.
     Done { id: OrderId, deadline_ms: u64 },
+    /// Move into the stream: if the score is still `deadline_ms`, remove
+    /// it and `XADD` it to the stream, in one script (exactly once).
+    Deliver {
+        id: OrderId,
+        deadline_ms: u64,
+        fired_ms: u64,
+    },
     /// Every attempt failed: remove as `Done`, and record it in `dead`.
     Dead {
         id: OrderId,
@@ -146,14 +158,17 @@ pub(crate) struct Keys {
     pub due: String,
     pub meta: String,
     pub dead: String,
+    pub stream: Option<String>,
 }
 
 impl Keys {
-    fn new(prefix: &str) -> Keys {
+    fn new(config: &JournalConfig) -> Keys {
+        let prefix = &config.key_prefix;
         Keys {
             due: format!("{prefix}due"),
             meta: format!("{prefix}meta"),
             dead: format!("{prefix}dead"),
+            stream: config.stream.clone(),
         }
     }
 }
@@ -269,7 +284,7 @@ impl Journal {
             }
         };
         tracing::info!(url = %config.url, prefix = %config.key_prefix, "journal: connected to Redis");
-        let keys = Keys::new(&config.key_prefix);
+        let keys = Keys::new(&config);
         Ok(Journal {
             inner: Arc::new(Inner {
                 config,
@@ -309,7 +324,14 @@ impl Journal {
         let connection = guard
             .as_mut()
             .ok_or_else(|| JournalError::Redis("restore after start".into()))?;
-        let restored = restore::run(connection, &self.inner.keys, now_ms, each)?;
+        let restored = restore::run(
+            connection,
+            self.inner.client.get_connection_info(),
+            self.inner.config.io_timeout,
+            &self.inner.keys,
+            now_ms,
+            each,
+        )?;
         *self.inner.restored.lock() = restored.clone();
         Ok(restored)
     }
@@ -353,6 +375,27 @@ impl Journal {
             return Err(Unavailable);
         }
         Ok(enqueue(&self.inner, &mut queue, op))
+    }
+
+    /// Queues the move of a fired order into the stream
+    /// ([`JournalConfig::stream`]). Never refused: while Redis is down it
+    /// waits for reconnect; if the process dies first, the order is still in
+    /// `due` and fires again after restart, and the move happens once.
+    pub fn deliver_to_stream(&self, id: OrderId, deadline_ms: u64, fired_ms: u64) {
+        if self.inner.keys.stream.is_none() {
+            tracing::error!(%id, "deliver_to_stream on a journal without a stream; removing it as delivered");
+            return self.push_always(Op::Done { id, deadline_ms });
+        }
+        self.push_always(Op::Deliver {
+            id,
+            deadline_ms,
+            fired_ms,
+        });
+    }
+
+    /// The stream fired orders are moved into, if any.
+    pub fn stream_key(&self) -> Option<&str> {
+        self.inner.config.stream.as_deref()
     }
 
     /// Queues a removal of a delivered or dead-lettered order. Never

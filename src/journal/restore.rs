@@ -6,13 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{Connection, Value};
+use redis::Connection;
 
+use super::bulk::BulkReader;
 use super::{JournalError, Keys};
 use crate::id::OrderId;
 
 /// Entries per `ZRANGE`.
-const CHUNK: isize = 50_000;
+const CHUNK: u64 = 50_000;
 
 /// What a rebuild found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct RestoredEntry {
 
 pub(super) fn run(
     connection: &mut Connection,
+    info: &redis::ConnectionInfo,
+    io_timeout: Duration,
     keys: &Keys,
     now_ms: u64,
     mut each: impl FnMut(RestoredEntry),
@@ -66,53 +69,50 @@ pub(super) fn run(
     );
     let mut restored = Restored::default();
     let mut last_log = Instant::now();
-    let mut start: isize = 0;
-    loop {
-        let reply: Vec<Value> = redis::cmd("ZRANGE")
-            .arg(&keys.due)
-            .arg(start)
-            .arg(start + CHUNK - 1)
-            .arg("WITHSCORES")
-            .query(connection)
-            .map_err(redis_error)?;
-        let read = entries(&reply);
-        let mut in_chunk = 0;
-        for (member, score) in read {
-            in_chunk += 1;
-            restored.total += 1;
-            let Ok(id) = OrderId::new(member) else {
-                restored.invalid += 1;
-                continue;
-            };
-            let deadline_ms = score;
-            let overdue = deadline_ms <= now_ms;
-            if overdue {
-                restored.overdue += 1;
-                if fired_before.is_some_and(|t| deadline_ms <= t) {
-                    restored.refired += 1;
+    // Two stages on two threads: the fetcher keeps Redis busy with the next
+    // chunk while it parses this one; this thread fills the wheel.
+    let (chunks_tx, chunks_rx) = crossbeam_channel::bounded::<Vec<(Vec<u8>, u64)>>(2);
+    std::thread::scope(|scope| {
+        let fetcher = scope.spawn(move || {
+            let mut reader = BulkReader::connect(info, io_timeout)
+                .map_err(|e| JournalError::Redis(format!("rebuild connection: {e}")))?;
+            fetch(&mut reader, keys, expected, chunks_tx)
+        });
+        for chunk in chunks_rx {
+            for (member, deadline_ms) in chunk {
+                restored.total += 1;
+                let Ok(id) = OrderId::new(member) else {
+                    restored.invalid += 1;
+                    continue;
+                };
+                let overdue = deadline_ms <= now_ms;
+                if overdue {
+                    restored.overdue += 1;
+                    if fired_before.is_some_and(|t| deadline_ms <= t) {
+                        restored.refired += 1;
+                    }
                 }
+                each(RestoredEntry {
+                    id,
+                    deadline_ms,
+                    overdue,
+                });
             }
-            each(RestoredEntry {
-                id,
-                deadline_ms,
-                overdue,
-            });
+            if last_log.elapsed() >= Duration::from_secs(1) {
+                last_log = Instant::now();
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(
+                    loaded = restored.total,
+                    of = expected,
+                    per_s = (restored.total as f64 / secs) as u64,
+                    "journal: rebuilding"
+                );
+            }
         }
-        if in_chunk < CHUNK as usize {
-            break;
-        }
-        start += CHUNK;
-        if last_log.elapsed() >= Duration::from_secs(1) {
-            last_log = Instant::now();
-            let secs = started.elapsed().as_secs_f64();
-            tracing::info!(
-                loaded = restored.total,
-                of = expected,
-                per_s = (restored.total as f64 / secs) as u64,
-                "journal: rebuilding"
-            );
-        }
-    }
+        fetcher
+            .join()
+            .unwrap_or_else(|_| Err(JournalError::Redis("rebuild reader panicked".into())))
+    })?;
     restored.elapsed_ms = started.elapsed().as_millis() as u64;
     if restored.invalid > 0 {
         tracing::warn!(
@@ -133,32 +133,50 @@ pub(super) fn run(
     Ok(restored)
 }
 
-/// The (member, score) pairs of a `ZRANGE ... WITHSCORES` reply, flat
-/// (RESP2) or as pairs (RESP3). Scores are rounded to whole ms; one that
-/// is not a number counts as 0 (long overdue).
-fn entries(reply: &[Value]) -> impl Iterator<Item = (&[u8], u64)> {
-    let flat = !matches!(reply.first(), Some(Value::Array(_)));
-    let pairs: Box<dyn Iterator<Item = (&Value, &Value)>> = if flat {
-        Box::new(reply.chunks_exact(2).map(|p| (&p[0], &p[1])))
-    } else {
-        Box::new(reply.iter().filter_map(|v| match v {
-            Value::Array(p) if p.len() == 2 => Some((&p[0], &p[1])),
-            _ => None,
-        }))
+/// Reads the set in chunks, one request ahead (so Redis prepares the next
+/// chunk while this one is parsed), and sends them on parsed.
+fn fetch(
+    reader: &mut BulkReader,
+    keys: &Keys,
+    expected: u64,
+    chunks: crossbeam_channel::Sender<Vec<(Vec<u8>, u64)>>,
+) -> Result<(), JournalError> {
+    let io_error = |e: std::io::Error| JournalError::Redis(format!("reading {}: {e}", keys.due));
+    let request = |reader: &mut BulkReader, n: u64| {
+        let start = (n * CHUNK).to_string();
+        let stop = ((n + 1) * CHUNK - 1).to_string();
+        reader.send(&[
+            b"ZRANGE",
+            keys.due.as_bytes(),
+            start.as_bytes(),
+            stop.as_bytes(),
+            b"WITHSCORES",
+        ])
     };
-    pairs.filter_map(|(member, score)| {
-        let Value::BulkString(member) = member else {
-            return None;
-        };
-        let score = match score {
-            Value::BulkString(s) => std::str::from_utf8(s)
-                .ok()
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(0.0),
-            Value::Double(d) => *d,
-            Value::Int(i) => *i as f64,
-            _ => 0.0,
-        };
-        Some((member.as_slice(), score.max(0.0).round() as u64))
-    })
+    request(reader, 0).map_err(io_error)?;
+    let (mut sent, mut received) = (1u64, 0u64);
+    loop {
+        if sent * CHUNK < expected {
+            request(reader, sent).map_err(io_error)?;
+            sent += 1;
+        }
+        let chunk = reader.read_pairs().map_err(io_error)?;
+        received += 1;
+        let last = (chunk.len() as u64) < CHUNK;
+        if chunks.send(chunk).is_err() {
+            return Ok(());
+        }
+        if last {
+            // Requests sent past the end answer empty.
+            while received < sent {
+                reader.read_pairs().map_err(io_error)?;
+                received += 1;
+            }
+            return Ok(());
+        }
+        if received == sent {
+            request(reader, sent).map_err(io_error)?;
+            sent += 1;
+        }
+    }
 }

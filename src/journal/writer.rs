@@ -39,6 +39,27 @@ end
 return n
 ";
 
+/// Moves fired orders into the stream, each exactly once: `KEYS` = due,
+/// stream; `ARGV` = id, deadline, fired triples. Only ids still in `due`
+/// with the deadline that fired move; the rest were moved already (before
+/// a crash) or re-added since.
+const DELIVER_LUA: &str = r"
+local ids = {}
+for i = 1, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
+local moved = {}
+for j = 1, #ids do
+  local deadline = ARGV[3 * j - 1]
+  if scores[j] and tonumber(scores[j]) == tonumber(deadline) then
+    moved[#moved + 1] = ids[j]
+    redis.call('XADD', KEYS[2], '*', 'id', ids[j], 'deadline_ms', deadline,
+      'fired_ms', ARGV[3 * j])
+  end
+end
+if #moved > 0 then redis.call('ZREM', KEYS[1], unpack(moved)) end
+return #moved
+";
+
 /// Dead-letters an order: `KEYS` = due, dead; `ARGV` = id, deadline,
 /// attempts, error, now.
 const DEAD_LUA: &str = r"
@@ -62,12 +83,14 @@ pub(super) fn open(client: &redis::Client, io_timeout: Duration) -> redis::Redis
 
 struct Scripts {
     done: Script,
+    deliver: Script,
     dead: Script,
 }
 
 pub(super) fn run(inner: &Inner) {
     let scripts = Scripts {
         done: Script::new(DONE_LUA),
+        deliver: Script::new(DELIVER_LUA),
         dead: Script::new(DEAD_LUA),
     };
     let mut connection = inner.connection.lock().take();
@@ -177,6 +200,7 @@ fn write_once(
     };
     if !*scripts_loaded {
         scripts.done.load(con)?;
+        scripts.deliver.load(con)?;
         scripts.dead.load(con)?;
         *scripts_loaded = true;
     }
@@ -237,6 +261,27 @@ fn encode(
                     && i - start < MAX_RUN
                 {
                     cmd.arg(id.as_bytes()).arg(*deadline_ms);
+                    i += 1;
+                }
+                pipe.add_command(cmd);
+            }
+            Op::Deliver { .. } => {
+                let Some(stream) = &keys.stream else {
+                    unreachable!("deliver_to_stream without a stream key");
+                };
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(scripts.deliver.get_hash())
+                    .arg(2)
+                    .arg(&keys.due)
+                    .arg(stream);
+                while let Some(Op::Deliver {
+                    id,
+                    deadline_ms,
+                    fired_ms,
+                }) = batch.get(i)
+                    && i - start < MAX_RUN
+                {
+                    cmd.arg(id.as_bytes()).arg(*deadline_ms).arg(*fired_ms);
                     i += 1;
                 }
                 pipe.add_command(cmd);
