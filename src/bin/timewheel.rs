@@ -64,6 +64,10 @@ struct ServeArgs {
     /// Give up starting if Redis cannot be reached for this many seconds.
     #[arg(long, default_value_t = 30)]
     redis_connect_timeout_s: u64,
+    /// Close orders by moving each fired one, exactly once, from the journal into
+    /// this Redis Stream (`XADD KEY * id .. deadline_ms .. fired_ms ..`). Needs --redis.
+    #[arg(long, requires = "redis")]
+    stream: Option<String>,
     /// A Redis round trip slower than this counts as Redis being lost.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
     redis_timeout_ms: u64,
@@ -115,6 +119,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 key_prefix: args.key_prefix.clone(),
                 connect_timeout: Duration::from_secs(args.redis_connect_timeout_s),
                 io_timeout: Duration::from_millis(args.redis_timeout_ms),
+                stream: args.stream.clone(),
                 ..JournalConfig::new(url.clone())
             })?;
             builder = builder.journal(journal);
@@ -124,6 +129,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let engine = builder.try_build_fn(move |fired: &Fired| {
+        // With --stream, the engine moves the order into the stream once this
+        // returns; the push to subscribers is best effort in every mode.
         publisher.publish(fired.id.as_bytes());
         Ok(())
     })?;

@@ -4,8 +4,9 @@
 //! - A worker holds no lock while the handler runs; a panicking handler is
 //!   caught, counted as a failed attempt, and the worker lives on.
 //! - With a journal, a delivered (or dead-lettered) order is removed from
-//!   it only now, after the handler returned: a crash before that fires
-//!   it again after restart (at-least-once).
+//!   it only now, after the handler returned (with a stream configured, it
+//!   is moved into the stream now): a crash before that fires it again
+//!   after restart (at-least-once; the stream still gets it once).
 //! - A failed attempt goes to the [`RetryQueue`], which the ticker drains
 //!   when the backoff has passed; workers never feed the job queue
 //!   themselves, so a full queue cannot deadlock them.
@@ -40,10 +41,7 @@ pub(super) fn run_job(shared: &Shared, fired: Fired) {
     let error = match outcome {
         Ok(Ok(())) => {
             if let Some(journal) = &shared.journal {
-                journal.push_always(Op::Done {
-                    id: fired.id,
-                    deadline_ms: fired.deadline_ms,
-                });
+                journal.settle(fired.id, fired.deadline_ms, fired.fired_ms);
             }
             shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
             shared.counters.inflight.fetch_sub(1, Ordering::Relaxed);

@@ -57,8 +57,8 @@ pub struct JournalConfig {
     pub io_timeout: Duration,
     /// How long shutdown waits to flush queued writes to a Redis that is down.
     pub shutdown_grace: Duration,
-    /// The stream that [`Journal::deliver_to_stream`] moves fired orders
-    /// into (`--stream`); `None`: no stream.
+    /// Close orders into this Redis Stream (`--stream`): a delivered order
+    /// is moved from `due` into it, exactly once; `None`: it is removed.
     pub stream: Option<String>,
 }
 
@@ -377,20 +377,23 @@ impl Journal {
         Ok(enqueue(&self.inner, &mut queue, op))
     }
 
-    /// Queues the move of a fired order into the stream
-    /// ([`JournalConfig::stream`]). Never refused: while Redis is down it
-    /// waits for reconnect; if the process dies first, the order is still in
-    /// `due` and fires again after restart, and the move happens once.
-    pub fn deliver_to_stream(&self, id: OrderId, deadline_ms: u64, fired_ms: u64) {
-        if self.inner.keys.stream.is_none() {
-            tracing::error!(%id, "deliver_to_stream on a journal without a stream; removing it as delivered");
-            return self.push_always(Op::Done { id, deadline_ms });
-        }
-        self.push_always(Op::Deliver {
-            id,
-            deadline_ms,
-            fired_ms,
-        });
+    /// Settles a fired order whose close-order task succeeded: with a
+    /// stream ([`JournalConfig::stream`]) it is moved from `due` into the
+    /// stream, exactly once; without, it is removed from `due`. Never
+    /// refused: while Redis is down it waits for reconnect, and if the
+    /// process dies first the order is still in `due` and fires again
+    /// after restart (the move still happens once).
+    pub(crate) fn settle(&self, id: OrderId, deadline_ms: u64, fired_ms: u64) {
+        let op = if self.inner.keys.stream.is_some() {
+            Op::Deliver {
+                id,
+                deadline_ms,
+                fired_ms,
+            }
+        } else {
+            Op::Done { id, deadline_ms }
+        };
+        self.push_always(op);
     }
 
     /// The stream fired orders are moved into, if any.
