@@ -150,10 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("timewheel {line}");
     }
     let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut con)?;
-    for line in stats
-        .lines()
-        .filter(|l| l.contains("evalsha") || l.contains("xadd"))
-    {
+    for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
         println!("redis {line}");
     }
     Ok(())
