@@ -495,6 +495,10 @@ fn info(shared: &Shared) -> String {
                 ("idle_closed_total", load(&c.idle_closed).to_string()),
                 ("auth_failures_total", load(&c.auth_failures).to_string()),
                 (
+                    "protocol_errors_total",
+                    load(&c.protocol_errors).to_string(),
+                ),
+                (
                     "total_commands_processed",
                     load(&c.commands_processed).to_string(),
                 ),

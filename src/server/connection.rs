@@ -88,6 +88,8 @@ pub struct Connection {
     pub stream: TcpStream,
     pub session: Session,
     pub last_active: Instant,
+    /// Protocol errors since the event loop last collected them.
+    pub protocol_errors: u64,
     input: Vec<u8>,
     output: Vec<u8>,
     written: usize,
@@ -123,6 +125,7 @@ impl Connection {
                 id,
             },
             last_active: Instant::now(),
+            protocol_errors: 0,
             input: Vec::new(),
             output: Vec::new(),
             written: 0,
@@ -243,6 +246,7 @@ impl Connection {
                 Ok(None) => break,
                 Err(error) => {
                     protocol::write_protocol_error(out, &error);
+                    self.protocol_errors += 1;
                     self.session.closing = true;
                     consumed = self.input.len();
                 }

@@ -402,6 +402,13 @@ impl IoLoop {
         if conn.held() > 0 {
             self.waiting.insert(token);
         }
+        let protocol_errors = std::mem::take(&mut conn.protocol_errors);
+        if protocol_errors > 0 {
+            self.shared
+                .counters
+                .protocol_errors
+                .fetch_add(protocol_errors, Ordering::Relaxed);
+        }
         match outcome {
             Ok(Drive::Idle) => {}
             Ok(Drive::More) => self.ready.push(token),
