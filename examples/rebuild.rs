@@ -7,8 +7,8 @@
 //! then times what a restart does: connect, read the due set in chunks and
 //! load it into a new engine. Prints `rebuild_ms`, `timers_per_s` and, as a
 //! baseline from the same run, the time a plain redis-rs `ZRANGE` loop over
-//! the same chunks takes doing nothing else. `benches/journal.sh` runs it
-//! for 1M and 10M.
+//! the same chunks takes doing nothing else. docs/benchmarks.md#journal
+//! has the figures for 1M and 10M.
 
 use std::time::{Duration, Instant};
 

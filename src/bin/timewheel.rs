@@ -55,8 +55,10 @@ struct ServeArgs {
     #[arg(long)]
     unsafe_no_auth: bool,
     /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0. Without
-    /// it, timers live in memory only and are lost on exit.
-    #[arg(long)]
+    /// it, timers live in memory only and are lost on exit. A URL with a password
+    /// (redis://:PASSWORD@host/0) is better passed in the environment, out of `ps`;
+    /// logs show it with the password masked.
+    #[arg(long, env = "TIMEWHEEL_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
     /// Prefix of the journal's Redis keys (`<prefix>due`, `<prefix>meta`, `<prefix>dead`).
     #[arg(long, default_value = "tw:")]

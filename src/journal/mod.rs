@@ -75,6 +75,25 @@ impl JournalConfig {
     }
 }
 
+/// `url` with its password (if any) replaced by `***`, for log lines and
+/// error messages: `redis://user:secret@host/0` -> `redis://user:***@host/0`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+    if !userinfo.contains(':') {
+        // `redis://secret@host`: the userinfo alone is the password.
+        return format!("{scheme}://***@{host}{path}");
+    }
+    format!("{scheme}://{user}:***@{host}{path}")
+}
+
 /// Why the journal could not be opened or restored.
 #[derive(Debug)]
 pub enum JournalError {
@@ -267,12 +286,12 @@ impl Journal {
                     let waited = started.elapsed();
                     if waited >= config.connect_timeout {
                         return Err(JournalError::Unreachable {
-                            url: config.url.clone(),
+                            url: redacted(&config.url),
                             error: format!("{error} (gave up after {:.1} s)", waited.as_secs_f64()),
                         });
                     }
                     tracing::warn!(
-                        url = %config.url,
+                        url = %redacted(&config.url),
                         %error,
                         retry_in_ms = wait.as_millis() as u64,
                         give_up_in_s = (config.connect_timeout - waited).as_secs(),
@@ -283,7 +302,7 @@ impl Journal {
                 }
             }
         };
-        tracing::info!(url = %config.url, prefix = %config.key_prefix, "journal: connected to Redis");
+        tracing::info!(url = %redacted(&config.url), prefix = %config.key_prefix, "journal: connected to Redis");
         let keys = Keys::new(&config);
         Ok(Journal {
             inner: Arc::new(Inner {
@@ -530,6 +549,36 @@ impl Inner {
             }
         } else {
             *since = Some(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn redacted_hides_only_the_password() {
+        let cases = [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://:s3cret@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            (
+                "redis://app:p@ss@word@redis.internal/2",
+                "redis://app:***@redis.internal/2",
+            ),
+            ("redis://token@host", "redis://***@host"),
+            ("rediss://u:pw@host:6380", "rediss://u:***@host:6380"),
+            (
+                "redis+unix:///tmp/redis.sock?db=1",
+                "redis+unix:///tmp/redis.sock?db=1",
+            ),
+            ("not a url", "not a url"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redacted(url), want, "{url}");
         }
     }
 }
