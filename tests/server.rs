@@ -1331,6 +1331,7 @@ fn framing_errors_reply_then_close() {
         ),
         (vec![b'\n'; 64 * 1024 + 1], "too many empty requests"),
     ];
+    let bad_frames = cases.len() as u64;
     for (bad, error) in cases {
         let mut c = server.conn();
         // What came before the bad frame is answered; what follows is not.
@@ -1349,6 +1350,7 @@ fn framing_errors_reply_then_close() {
     let mut c = server.conn();
     expect(&mut c, b"PING\r\n", b"+PONG\r\n");
     assert_eq!(info_u64(&mut c, "connected_clients"), 1);
+    assert_eq!(info_u64(&mut c, "protocol_errors_total"), bad_frames);
 }
 
 /// What the client sends, and the server's whole output if it is
