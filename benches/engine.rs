@@ -24,9 +24,11 @@
 //! Single-threaded groups use a manual clock, manual ticks and `workers(0)`,
 //! so no engine thread competes with the benchmark.
 
+mod common;
+
 use std::hint::black_box;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -35,48 +37,16 @@ use criterion::{
 };
 use hashbrown::HashMap;
 use parking_lot::Mutex;
+use timewheel::Engine;
 use timewheel::OrderId;
 use timewheel::wheel::{TickMapping, Wheel};
-use timewheel::{Engine, ManualClock};
 
-const T0_MS: u64 = 1_700_000_000_000;
-const MAX_DELAY_S: u64 = 1800;
-const PENDING: [usize; 2] = [10_000, 1_000_000];
+use crate::common::{Id, MAX_DELAY_S, PENDING, T0_MS, counting_engine, order_id};
+
 /// Operations timed together in `schedule` and `cancel`.
 const BATCH: usize = 1024;
 /// Timers due at each tick in `expire`.
 const FIRE_BATCH: usize = 1000;
-
-/// An order id: `o:` and 12 hex digits, 14 bytes.
-type Id = [u8; 14];
-
-fn order_id(n: u64) -> Id {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = *b"o:000000000000";
-    let mut v = n;
-    for byte in id[2..].iter_mut().rev() {
-        *byte = HEX[(v & 15) as usize];
-        v >>= 4;
-    }
-    id
-}
-
-/// An engine driven by hand, whose handler only counts.
-fn engine() -> (Engine, ManualClock, Arc<AtomicU64>) {
-    let clock = ManualClock::new(T0_MS);
-    let fired = Arc::new(AtomicU64::new(0));
-    let counter = fired.clone();
-    let engine = Engine::builder()
-        .clock(clock.clone())
-        .tick(Duration::from_millis(1000))
-        .manual_ticks()
-        .workers(0)
-        .build_fn(move |_| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        });
-    (engine, clock, fired)
-}
 
 /// The ids one thread owns: which are pending, and the next new one.
 struct Orders {
@@ -282,34 +252,45 @@ fn bench_cancel<T: Target>(group: &mut Group<'_>, pending: usize, mut target: T)
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;
 
-fn schedule(c: &mut Criterion) {
-    let mut group = c.benchmark_group("schedule");
+#[derive(Clone, Copy)]
+enum PerOp {
+    Schedule,
+    Cancel,
+}
+
+/// The `schedule` or `cancel` group: every target at every pending count,
+/// 20 samples of 3 s, reported per operation.
+fn per_op(c: &mut Criterion, op: PerOp) {
+    fn run<T: Target>(op: PerOp, group: &mut Group<'_>, pending: usize, target: T) {
+        match op {
+            PerOp::Schedule => bench_schedule(group, pending, target),
+            PerOp::Cancel => bench_cancel(group, pending, target),
+        }
+    }
+    let name = match op {
+        PerOp::Schedule => "schedule",
+        PerOp::Cancel => "cancel",
+    };
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
     for pending in PENDING {
-        bench_schedule(&mut group, pending, Full(engine().0));
-        bench_schedule(&mut group, pending, Bare::new());
-        bench_schedule(&mut group, pending, Map::default());
-        bench_schedule(&mut group, pending, LockedMap::default());
+        run(op, &mut group, pending, Full(counting_engine().0));
+        run(op, &mut group, pending, Bare::new());
+        run(op, &mut group, pending, Map::default());
+        run(op, &mut group, pending, LockedMap::default());
     }
     group.finish();
 }
 
+fn schedule(c: &mut Criterion) {
+    per_op(c, PerOp::Schedule);
+}
+
 fn cancel(c: &mut Criterion) {
-    let mut group = c.benchmark_group("cancel");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1));
-    for pending in PENDING {
-        bench_cancel(&mut group, pending, Full(engine().0));
-        bench_cancel(&mut group, pending, Bare::new());
-        bench_cancel(&mut group, pending, Map::default());
-        bench_cancel(&mut group, pending, LockedMap::default());
-    }
-    group.finish();
+    per_op(c, PerOp::Cancel);
 }
 
 fn expire(c: &mut Criterion) {
@@ -318,7 +299,7 @@ fn expire(c: &mut Criterion) {
         .sample_size(20)
         .measurement_time(Duration::from_secs(3));
     for pending in PENDING {
-        let (engine, clock, fired) = engine();
+        let (engine, clock, fired) = counting_engine();
         let ahead_s = (pending / FIRE_BATCH) as u64;
         let mut next = 0u64;
         let mut schedule_batch = |delay_s: u64| {
@@ -362,7 +343,7 @@ fn schedule_cancel_mt(c: &mut Criterion) {
     group.throughput(Throughput::Elements(2));
     for pending in PENDING {
         for threads in [1usize, 2] {
-            let (engine, _clock, _) = engine();
+            let (engine, _clock, _) = counting_engine();
             let mut per_thread: Vec<Orders> = (0..threads)
                 .map(|t| Orders::new(10 + t as u64, t as u64, threads as u64))
                 .collect();

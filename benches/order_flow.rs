@@ -26,6 +26,8 @@
 //! it can be subtracted (about 15 ns per step at 10k pending, 100 ns at 1M,
 //! where the list no longer fits in cache).
 
+mod common;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::future::Future;
@@ -42,26 +44,9 @@ use hashbrown::HashMap;
 use timewheel::{Engine, ManualClock};
 use tokio_util::time::{DelayQueue, delay_queue};
 
-/// An aligned start time, so deadlines fall on whole seconds.
-const T0_MS: u64 = 1_700_000_000_000;
-const MAX_DELAY_S: u64 = 1800;
+use crate::common::{Id, MAX_DELAY_S, PENDING, counting_engine, order_id};
+
 const SEED: u64 = 0x5eed_0f0d;
-/// Pending counts benchmarked.
-const PENDING: [usize; 2] = [10_000, 1_000_000];
-
-/// An order id: `o:` and 12 hex digits, 14 bytes.
-type Id = [u8; 14];
-
-fn order_id(n: u64) -> Id {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = *b"o:000000000000";
-    let mut v = n;
-    for byte in id[2..].iter_mut().rev() {
-        *byte = HEX[(v & 15) as usize];
-        v >>= 4;
-    }
-    id
-}
 
 /// What the workload needs from a timer structure.
 trait Timers {
@@ -188,18 +173,7 @@ struct Wheel {
 
 impl Wheel {
     fn new() -> Wheel {
-        let clock = ManualClock::new(T0_MS);
-        let fired = Arc::new(AtomicU64::new(0));
-        let counter = fired.clone();
-        let engine = Engine::builder()
-            .clock(clock.clone())
-            .tick(Duration::from_millis(1000))
-            .manual_ticks()
-            .workers(0)
-            .build_fn(move |_| {
-                counter.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            });
+        let (engine, clock, fired) = counting_engine();
         Wheel {
             engine,
             clock,
