@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn()
         .map_err(|e| format!("{bin}: {e} (run `cargo build --release` first)"))?;
     let stderr = server.stderr.take().ok_or("no stderr")?;
+    let server_pid = server.id();
     let _server = Killed(server);
     let mut lines = BufReader::new(stderr).lines();
     let port: u16 = loop {
@@ -77,10 +78,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "every ADDAT is in the journal before the deadline"
     );
 
+    while now_ms() < deadline_ms {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let cpu_at_deadline = (redis_cpu_s(&mut con)?, process_cpu_s(server_pid));
+    // When the last one arrived: (ms after the deadline, CPU seconds of
+    // redis-server and of timewheel since the deadline).
+    let mut all_in = None;
+    let all_in_now = |con: &mut redis::Connection| -> Result<_, Box<dyn std::error::Error>> {
+        Ok((
+            now_ms() - deadline_ms,
+            redis_cpu_s(con)? - cpu_at_deadline.0,
+            process_cpu_s(server_pid) - cpu_at_deadline.1,
+        ))
+    };
     let mut marks = [(1_000u64, None), (2_000, None), (5_000, None)];
     while now_ms() < deadline_ms + 5_000 + 50 {
         let len: u64 = redis::cmd("XLEN").arg(STREAM).query(&mut con)?;
         let late = now_ms().saturating_sub(deadline_ms);
+        if len == count && all_in.is_none() {
+            all_in = Some(all_in_now(&mut con)?);
+        }
         for (at, seen) in marks.iter_mut() {
             if late <= *at {
                 *seen = Some(len);
@@ -105,6 +123,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let (all_in_ms, redis_cpu, server_cpu) = match all_in {
+        Some(seen) => seen,
+        None => all_in_now(&mut con)?,
+    };
+    println!(
+        "all_in_stream_after_ms: {all_in_ms} (polled every 20 ms, then 100 ms); CPU seconds from the \
+         deadline until then: redis-server {redis_cpu:.2}, timewheel {server_cpu:.2}"
+    );
     let mut lateness = Vec::with_capacity(count as usize);
     let mut seen = vec![false; count as usize];
     let mut start = "-".to_string();
@@ -189,6 +215,36 @@ fn load(port: u16, count: u64, deadline_ms: u64) -> std::io::Result<()> {
             .into_iter()
             .try_for_each(|w| w.join().expect("loader thread"))
     })
+}
+
+/// Redis's own CPU time (user + system), from `INFO cpu`.
+fn redis_cpu_s(con: &mut redis::Connection) -> Result<f64, Box<dyn std::error::Error>> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(con)?;
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .sum())
+}
+
+/// A process's CPU time (user + system) from `/proc/<pid>/stat`, assuming
+/// the usual 100 clock ticks per second; 0 where there is no `/proc`.
+fn process_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after `)`.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn now_ms() -> u64 {
