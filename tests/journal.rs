@@ -865,3 +865,44 @@ fn info_journal_fields() {
             .is_some_and(|t| t + 10_000 > unix_ms())
     });
 }
+
+#[test]
+fn shutdown_with_hung_redis_answers_unconfirmed_writes() {
+    let redis = RedisServer::start();
+    let mut tw = serve(&redis, &[]);
+    let mut conn = tw.conn();
+    conn.set_timeout(PATIENCE);
+    int(&conn.cmd(&["ADD", "before", "600000"]), "ADD before");
+    // Redis hangs on writes: each round trip of the journal times out (--redis-timeout-ms).
+    assert_eq!(
+        redis.cmd(&["CLIENT", "PAUSE", "25000", "WRITE"]),
+        Resp::ok()
+    );
+    conn.send(&["ADD", "unconfirmed", "600000"]);
+    let mut other = tw.conn();
+    wait_until("journal:down", PATIENCE, || {
+        journal_state(&mut other) == "down"
+    });
+    drop(other);
+    tw.send_sigterm();
+    let reply = conn.try_read_reply();
+    let status = tw.wait_exit(PATIENCE);
+    redis.cmd(&["CLIENT", "UNPAUSE"]);
+    assert_eq!(
+        reply.ok(),
+        Some(Resp::Error(
+            "JOURNAL unavailable: Redis did not confirm the write before shutdown".into()
+        )),
+        "log:\n{}",
+        tw.log()
+    );
+    assert!(status.is_some(), "did not exit; log:\n{}", tw.log());
+    assert!(
+        tw.log()
+            .contains("journal: Redis still unreachable at shutdown"),
+        "log:\n{}",
+        tw.log()
+    );
+    // What was confirmed is in Redis.
+    assert!(zscores(&redis, "tw:due", &["before".into()])[0].is_some());
+}
