@@ -95,6 +95,11 @@ pub struct Shared {
     pub started: Instant,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
+    /// I/O threads done answering what they had received at shutdown.
+    flushed: AtomicUsize,
+    /// The engine (and its journal) has shut down: every held reply is
+    /// settled, confirmed or given up.
+    engine_closed: AtomicBool,
 }
 
 /// Runs the server on `listener` until `shutdown` fires or is dropped.
@@ -120,6 +125,8 @@ pub fn run(
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
+        flushed: AtomicUsize::new(0),
+        engine_closed: AtomicBool::new(false),
     });
 
     let mut loops = Vec::new();
@@ -156,6 +163,21 @@ pub fn run(
     for handle in &handles {
         let _ = handle.waker.wake();
     }
+    // Shut the engine down once the I/O threads have answered what they
+    // could, but before they close: writes still waiting for a Redis that is
+    // down are answered when the journal gives up on them.
+    let flush_deadline = Instant::now() + SHUTDOWN_FLUSH + Duration::from_secs(1);
+    while shared.flushed.load(Ordering::SeqCst) < threads.len()
+        && !threads.iter().all(JoinHandle::is_finished)
+        && Instant::now() < flush_deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let left = shared.engine.shutdown();
+    shared.engine_closed.store(true, Ordering::SeqCst);
+    for handle in &handles {
+        let _ = handle.waker.wake();
+    }
     let mut result = Ok(());
     for thread in threads {
         match thread.join() {
@@ -164,7 +186,6 @@ pub fn run(
             Err(_) => result = Err(io::Error::other("an I/O thread panicked")),
         }
     }
-    let left = shared.engine.shutdown();
     if shared.engine.journal().is_some() {
         tracing::info!(
             pending = left.len(),
@@ -470,6 +491,27 @@ impl IoLoop {
                     .values()
                     .all(|c| c.unsent() == 0 && c.held() == 0);
             quiet_rounds = if quiet { quiet_rounds + 1 } else { 0 };
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Replies held for a journal write are settled by the engine's
+        // shutdown (confirmed, or given up): wait for it, then send them.
+        self.shared.flushed.fetch_add(1, Ordering::SeqCst);
+        let mut send_until: Option<Instant> = None;
+        loop {
+            let tokens: Vec<Token> = self.connections.keys().copied().collect();
+            for token in tokens {
+                self.drive(token, scratch);
+            }
+            let held = self.connections.values().any(|c| c.held() > 0);
+            let unsent = self.connections.values().any(|c| c.unsent() > 0);
+            if self.shared.engine_closed.load(Ordering::SeqCst) {
+                let until = *send_until.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
+                if !(held || unsent) || Instant::now() >= until {
+                    break;
+                }
+            } else if !held {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         let tokens: Vec<Token> = self.connections.keys().copied().collect();

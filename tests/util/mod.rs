@@ -793,3 +793,47 @@ pub fn run_timewheel(args: &[&str], env: &[(&str, &str)]) -> (std::process::Exit
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// Polling and INFO
+// ---------------------------------------------------------------------------------------------
+
+/// Polls `check` every 10 ms; panics with `what` if it is still false after `timeout`.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// `INFO` of our server (or Redis) as key -> value.
+pub fn info(conn: &mut RespConn) -> std::collections::HashMap<String, String> {
+    let reply = conn.cmd(&["INFO"]);
+    let text = reply.as_str().expect("INFO replies with a bulk string");
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// One numeric `INFO` field; panics if it is missing or not a number.
+#[track_caller]
+pub fn info_u64(conn: &mut RespConn, key: &str) -> u64 {
+    let info = info(conn);
+    info.get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("INFO has no numeric {key}: {info:?}"))
+}
+
+/// The wall clock in Unix milliseconds, as the server's deadlines are written.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
