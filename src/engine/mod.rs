@@ -669,7 +669,8 @@ impl Engine {
     }
 
     /// Processes every tick that has begun by now: hands due timers (and due
-    /// retries) to the workers, in deadline order. The ticker thread calls
+    /// retries) to the workers, tick by tick in deadline order (timers due in
+    /// the same tick in no particular order). The ticker thread calls
     /// this; so do tests with [`Builder::manual_ticks`]. Returns the number
     /// of handler attempts started or queued.
     pub fn tick(&self) -> usize {
