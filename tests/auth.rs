@@ -4,9 +4,7 @@
 //! Run with `cargo test --test auth`.
 mod util;
 
-use std::io::{BufRead, BufReader, ErrorKind};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::ErrorKind;
 
 use util::{Resp, RespConn, TimewheelServer, run_timewheel};
 
@@ -272,82 +270,29 @@ fn non_loopback_bind_without_a_password_is_refused() {
     assert!(stderr.contains("refusing to listen"), "{stderr}");
 }
 
-/// `timewheel serve` with exactly `args`, killed on drop.
-struct Serving {
-    child: Child,
-    port: u16,
-}
-
-impl Serving {
-    /// Starts the binary and waits for its `listening on` line.
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Serving {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_timewheel"));
-        command
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("TIMEWHEEL_PASSWORD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("spawn timewheel");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let port = line
-                    .split("listening on ")
-                    .nth(1)
-                    .and_then(|addr| addr.trim().rsplit(':').next()?.parse::<u16>().ok());
-                let _ = tx.send((line, port));
-            }
-        });
-        let mut log = String::new();
-        loop {
-            match rx.recv_timeout(util::STARTUP_TIMEOUT) {
-                Ok((_, Some(port))) => return Serving { child, port },
-                Ok((line, None)) => log.push_str(&line),
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("{args:?}: no 'listening on' line; log:\n{log}");
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn non_loopback_bind_with_a_password_or_unsafe_no_auth_starts() {
-    let serving = Serving::start(
+    let serving = TimewheelServer::start_exact(
         &["serve", "--bind", "0.0.0.0:0", "--requirepass", PASSWORD],
         &[],
     );
-    let mut conn = RespConn::connect(serving.port);
+    let mut conn = RespConn::connect(serving.port());
     assert_eq!(conn.cmd(&["COUNT"]), error(NOAUTH));
     assert_eq!(conn.cmd(&["AUTH", PASSWORD]), Resp::ok());
     assert_eq!(conn.cmd(&["COUNT"]), Resp::Integer(0));
     drop(serving);
 
-    let serving = Serving::start(
+    let serving = TimewheelServer::start_exact(
         &["serve", "--bind", "0.0.0.0:0"],
         &[("TIMEWHEEL_PASSWORD", PASSWORD)],
     );
-    let mut conn = RespConn::connect(serving.port);
+    let mut conn = RespConn::connect(serving.port());
     assert_eq!(conn.cmd(&["COUNT"]), error(NOAUTH));
     drop(serving);
 
-    let serving = Serving::start(&["serve", "--bind", "0.0.0.0:0", "--unsafe-no-auth"], &[]);
-    let mut conn = RespConn::connect(serving.port);
+    let serving =
+        TimewheelServer::start_exact(&["serve", "--bind", "0.0.0.0:0", "--unsafe-no-auth"], &[]);
+    let mut conn = RespConn::connect(serving.port());
     assert_eq!(conn.cmd(&["COUNT"]), Resp::Integer(0));
 }
 

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Connection, RedisError, RedisResult, Value};
-use util::TimewheelServer;
+use util::{TimewheelServer, wait_until};
 
 /// Allowed difference between the test's clock and the server's.
 const CLOCK_SLACK_MS: i64 = 1_000;
@@ -72,19 +72,6 @@ fn info_u64(con: &mut Connection, key: &str) -> u64 {
     let info = info(con);
     info.get(key)
         .unwrap_or_else(|| panic!("INFO has no numeric {key}: {info:?}"))
-}
-
-/// Polls `check` every 10 ms; panics if it is still false after `timeout`.
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

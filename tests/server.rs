@@ -12,13 +12,13 @@
 
 mod util;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use util::{Resp, RespConn, TimewheelServer, encode_command};
+use util::{Resp, RespConn, TimewheelServer, encode_command, info, info_u64, wait_until};
 
 /// Longest delay `ADD` accepts: 366 days in ms.
 const MAX_DELAY_MS: u64 = 31_622_400_000;
@@ -157,37 +157,6 @@ fn expect_closed(conn: &mut RespConn, within: Duration) {
                 io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
             ) => {}
         other => panic!("expected the server to close the connection, got {other:?}"),
-    }
-}
-
-/// `INFO` as key -> value.
-fn info(conn: &mut RespConn) -> HashMap<String, String> {
-    let reply = conn.cmd(&["INFO"]);
-    let text = reply.as_str().expect("INFO replies with a bulk string");
-    text.lines()
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-#[track_caller]
-fn info_u64(conn: &mut RespConn, key: &str) -> u64 {
-    let info = info(conn);
-    info.get(key)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("INFO has no numeric {key}: {info:?}"))
-}
-
-/// Polls `check` every 10 ms; panics if it is still false after `timeout`.
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -658,9 +658,15 @@ impl TimewheelServer {
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TimewheelServer {
         let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--tick-ms", "10"];
         args.extend_from_slice(extra);
+        TimewheelServer::start_exact(&args, env)
+    }
+
+    /// Runs the binary with exactly `args` (no default `--bind` or
+    /// `--tick-ms`) and waits for its `listening on` line.
+    pub fn start_exact(args: &[&str], env: &[(&str, &str)]) -> TimewheelServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_timewheel"));
         command
-            .args(&args)
+            .args(args)
             .env("RUST_LOG", "info")
             .env_remove("TIMEWHEEL_PASSWORD")
             .stdin(Stdio::null())
