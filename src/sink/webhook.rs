@@ -261,7 +261,7 @@ impl WebhookSink {
             last_id = %fired.id,
             last_attempt = fired.attempt,
             %error,
-            "webhook deliveries failing; they will be retried"
+            "webhook deliveries failing; each is retried with backoff, then dead-lettered"
         );
     }
 }
