@@ -232,6 +232,18 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// One `GET` on a fresh connection; the whole reply, head included.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read the reply");
+    reply
+}
+
 /// The requests for each id, in arrival order.
 fn by_id(requests: &[Request]) -> BTreeMap<String, Vec<Request>> {
     let mut map: BTreeMap<String, Vec<Request>> = BTreeMap::new();
@@ -286,6 +298,8 @@ fn every_order_is_delivered_at_least_once_after_its_deadline_and_cancelled_ones_
         "6",
         "--workers",
         "8",
+        "--metrics-bind",
+        "127.0.0.1:0",
     ]);
     let mut subscriber = server.conn();
     assert_eq!(
@@ -439,6 +453,28 @@ fn every_order_is_delivered_at_least_once_after_its_deadline_and_cancelled_ones_
         "no warn line for failed deliveries:\n{log}"
     );
 
+    // The same figures over GET /metrics.
+    let metrics_addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no 'metrics on' line:\n{log}"));
+    let metrics = http_get(metrics_addr, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    for key in [
+        "delivered_total",
+        "delivery_retries_total",
+        "dead_letter_total",
+        "inflight",
+    ] {
+        let line = format!("\ntimewheel_{key} {}\n", info[key]);
+        assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("\ntimewheel_delivery_lag_ms "),
+        "{metrics}"
+    );
+
     // Subscribers heard of each firing once, not once per attempt.
     let mut fired = Vec::new();
     subscriber.set_timeout(Duration::from_millis(300));
@@ -565,4 +601,48 @@ fn a_refused_connection_is_retried_until_the_endpoint_comes_up() {
         server.log()
     );
     assert_eq!(info_u64(&mut c, "inflight"), 0);
+}
+
+#[test]
+fn webhook_and_stream_exclude_each_other_and_https_is_refused() {
+    let (status, stderr) = util::run_timewheel(
+        &[
+            "serve",
+            "--redis",
+            "redis://127.0.0.1:1/0",
+            "--stream",
+            "s",
+            "--webhook",
+            "http://127.0.0.1:1/close",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    // clap names the flags in the order they were given.
+    let line = stderr.lines().next().unwrap_or_default();
+    assert!(
+        line.contains("cannot be used with")
+            && line.contains("'--webhook <URL>'")
+            && line.contains("'--stream <STREAM>'"),
+        "{stderr}"
+    );
+
+    let (status, stderr) = util::run_timewheel(
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--webhook",
+            "https://shop.example/close",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(
+            "Error: webhook URL \"https://shop.example/close\": only http:// is supported"
+        ),
+        "{stderr}"
+    );
 }

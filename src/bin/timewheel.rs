@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -91,6 +92,10 @@ struct ServeArgs {
     /// Longest wait between two attempts.
     #[arg(long, default_value_t = 1_800_000, value_parser = clap::value_parser!(u64).range(1..))]
     retry_max_ms: u64,
+    /// Serve the INFO timer and delivery figures in the Prometheus text format
+    /// at http://ADDR/metrics (unauthenticated, read-only).
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<SocketAddr>,
     /// A Redis round trip slower than this counts as Redis being lost.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
     redis_timeout_ms: u64,
@@ -177,6 +182,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sink,
     })?;
 
+    if let Some(addr) = args.metrics_bind {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("bind --metrics-bind {addr}"))?;
+        let local = listener.local_addr()?;
+        let (engine, hub) = (engine.clone(), hub.clone());
+        server::metrics::spawn(listener, move || {
+            let published = hub.published_total.load(Ordering::Relaxed);
+            server::metrics::render(&engine.stats(), published)
+        })?;
+        tracing::info!("metrics on http://{local}/metrics");
+    }
     let listener = server::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
     let local = listener.local_addr()?;
     tracing::info!("listening on {local}");
