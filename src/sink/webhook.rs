@@ -19,13 +19,20 @@
 //!   closed the order, so the retry carries the same `Idempotency-Key` (the
 //!   order id) for the endpoint to deduplicate on.
 //! - One [`ureq::Agent`] is shared by all workers; it keeps up to
-//!   [`WebhookConfig::connections`] idle connections for reuse.
+//!   [`WebhookConfig::connections`] idle connections for reuse. The host
+//!   name is resolved at most once per [`RESOLVE_TTL`]: ureq's default
+//!   resolver starts a thread per request when a timeout is set, which
+//!   cost more than the request itself.
 //! - Plain `http://` only: this build carries no TLS stack. Put a local TLS
 //!   proxy in front of an `https://` endpoint.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::handler::{Fired, Handler, HandlerResult};
 
@@ -36,6 +43,9 @@ const EXCERPT_BYTES: usize = 200;
 const BODY_READ_LIMIT: u64 = 64 * 1024;
 /// At most one `warn` line per this many ms while deliveries keep failing.
 const WARN_EVERY_MS: u64 = 10_000;
+/// How long a resolved address of the endpoint is used before the name is
+/// looked up again.
+pub const RESOLVE_TTL: Duration = Duration::from_secs(10);
 
 /// How to reach the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,15 +186,19 @@ impl WebhookSink {
             });
         }
         let connections = config.connections.max(1);
-        let agent = ureq::Agent::config_builder()
+        let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_global(Some(config.timeout))
             .max_idle_connections(connections)
             .max_idle_connections_per_host(connections)
             .user_agent(concat!("timewheel/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            agent_config,
+            DefaultConnector::default(),
+            CachedResolver::default(),
+        );
         Ok(WebhookSink {
             agent,
             url: config.url,
@@ -272,6 +286,39 @@ impl Handler for WebhookSink {
             self.note_failure(fired, &error);
             error.into()
         })
+    }
+}
+
+/// ureq's resolver, remembering the last answer for [`RESOLVE_TTL`].
+#[derive(Debug, Default)]
+struct CachedResolver {
+    inner: DefaultResolver,
+    /// (scheme and authority, when resolved, addresses).
+    last: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for CachedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        if let Some((last_key, at, addrs)) = &*self.last.lock()
+            && *last_key == key
+            && at.elapsed() < RESOLVE_TTL
+        {
+            return Ok(addrs.clone());
+        }
+        // Not under the lock: a slow lookup must not hold up the others.
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        *self.last.lock() = Some((key, Instant::now(), addrs.clone()));
+        Ok(addrs)
     }
 }
 
@@ -429,6 +476,51 @@ mod tests {
             Err(WebhookError::InvalidUrl { .. })
         ));
         assert!(matches!(make(""), Err(WebhookError::InvalidUrl { .. })));
+    }
+
+    /// Answers `replies` requests on one connection each, in order.
+    fn endpoint(replies: &'static [&'static str]) -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            for reply in replies {
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                writer.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_host_name_is_resolved_and_the_connection_reused() {
+        // One connection serves both requests: the second reuses it.
+        let port = endpoint(&[
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 13\r\n\r\nupstream\ndown",
+        ]);
+        let sink =
+            WebhookSink::new(WebhookConfig::new(format!("http://localhost:{port}/c"))).unwrap();
+        assert_eq!(sink.deliver(&fired("o1")), Ok(()));
+        assert_eq!(
+            sink.deliver(&fired("o2")).map_err(|e| e.to_string()),
+            Err("HTTP 502: upstream down".to_owned())
+        );
     }
 
     #[test]
