@@ -11,7 +11,8 @@
 //!   the embedded API ([`Engine`]).
 //! - [`handler`]: the close-order task ([`Handler`]) and its retry policy.
 //! - [`journal`]: the durable Redis journal: group-committed writes,
-//!   rebuild at start, outage handling.
+//!   rebuild at start, outage handling; the exactly-once Redis Stream sink.
+//! - [`sink`]: ready-made close-order handlers: the HTTP webhook.
 //! - [`clock`]: time sources, including a manual clock for tests.
 //! - [`id`]: order ids, stored inline when short.
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
@@ -31,6 +32,7 @@ pub mod journal;
 pub mod model;
 pub mod protocol;
 pub mod server;
+pub mod sink;
 pub mod wheel;
 
 #[doc(hidden)]

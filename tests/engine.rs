@@ -224,3 +224,48 @@ fn real_ticker_fires_on_time() {
     assert!(fired.fired_ms >= fired.deadline_ms);
     engine.shutdown();
 }
+
+#[test]
+fn delivery_lag_is_p99_of_delivered_minus_deadline_over_the_last_minute() {
+    let clock = ManualClock::new(T0);
+    let ok = Arc::new(AtomicU32::new(0));
+    let seen = ok.clone();
+    let engine = Engine::builder()
+        .clock(clock.clone())
+        .tick(Duration::from_millis(1))
+        .manual_ticks()
+        .workers(0)
+        .retry(RetryPolicy {
+            initial: Duration::from_millis(500),
+            max: Duration::from_millis(500),
+            max_attempts: 3,
+            jitter: false,
+        })
+        .build_fn(move |f| {
+            // "late" fails once: its lag then includes the 500 ms backoff.
+            if f.id.as_str() == "late" && f.attempt == 1 {
+                return Err("shop endpoint down".into());
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+    assert_eq!(engine.stats().delivery_lag_ms, 0, "nothing delivered yet");
+    engine.schedule_at("on-time", T0 + 10).unwrap();
+    engine.schedule_at("late", T0 + 10).unwrap();
+    clock.advance(13); // the ticker ran 3 ms after the deadline
+    engine.tick();
+    assert_eq!(engine.stats().delivery_lag_ms, 3);
+    clock.advance(500);
+    engine.tick();
+    assert_eq!(ok.load(Ordering::SeqCst), 2);
+    // Two deliveries: p99 is the larger, 503 ms, reported as the upper
+    // bound of its histogram bucket (within 1/8 above).
+    let lag = engine.stats().delivery_lag_ms;
+    assert!(
+        (503..=503 + 503 / 8).contains(&lag),
+        "delivery_lag_ms={lag}"
+    );
+    // A minute later both have left the window.
+    clock.advance(61_000);
+    assert_eq!(engine.stats().delivery_lag_ms, 0);
+}

@@ -364,6 +364,7 @@ fn info_reports_the_required_fields() {
         "connected_clients",
         "tick_ms",
         "tick_lag_ms",
+        "delivery_lag_ms",
         "journal",
         "uptime_s",
         "version",

@@ -3,12 +3,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use timewheel::server::{self, Config, hub::Hub};
-use timewheel::{Engine, Fired, Journal, JournalConfig};
+use timewheel::sink::{WebhookConfig, WebhookSink};
+use timewheel::{Engine, Fired, Handler, HandlerResult, Journal, JournalConfig, RetryPolicy};
+
+/// Workers when `--webhook` is given and `--workers` is not: each waits on
+/// one HTTP exchange at a time, so they are many and mostly idle.
+const WEBHOOK_WORKERS: usize = 64;
 
 #[derive(Parser, Debug)]
 #[command(name = "timewheel", version, about = "Close unpaid orders on time")]
@@ -31,7 +37,7 @@ struct ServeArgs {
     /// Tick length in milliseconds: timers fire within one tick after their deadline.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     tick_ms: u64,
-    /// Worker threads running the close-order task [default: number of cores].
+    /// Worker threads running the close-order task [default: number of cores; 64 with --webhook].
     #[arg(long)]
     workers: Option<usize>,
     /// I/O threads, each with its own event loop.
@@ -70,6 +76,28 @@ struct ServeArgs {
     /// this Redis Stream (`XADD KEY * id .. deadline_ms .. fired_ms ..`). Needs --redis.
     #[arg(long, requires = "redis")]
     stream: Option<String>,
+    /// Close orders by POSTing each fired one to this http:// URL: JSON body
+    /// {"id","deadline_ms","fired_ms","attempt"}, header Idempotency-Key: <id>.
+    /// A 2xx reply means closed; anything else is retried (at least once).
+    #[arg(long, value_name = "URL", conflicts_with = "stream")]
+    webhook: Option<String>,
+    /// A webhook exchange (connect, request, reply) slower than this is a failed attempt.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    webhook_timeout_ms: u64,
+    /// Attempts per order, the first included, before it is dead-lettered.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_attempts: u32,
+    /// Wait before the first retry; it doubles per attempt up to --retry-max-ms,
+    /// scaled by a random factor in [0.5, 1]. The defaults spread 10 attempts over about an hour.
+    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u64).range(1..))]
+    retry_initial_ms: u64,
+    /// Longest wait between two attempts.
+    #[arg(long, default_value_t = 1_800_000, value_parser = clap::value_parser!(u64).range(1..))]
+    retry_max_ms: u64,
+    /// Serve the INFO timer and delivery figures in the Prometheus text format
+    /// at http://ADDR/metrics (unauthenticated, read-only).
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<SocketAddr>,
     /// A Redis round trip slower than this counts as Redis being lost.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
     redis_timeout_ms: u64,
@@ -109,11 +137,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let hub = Arc::new(Hub::default());
-    let publisher = hub.clone();
-    let mut builder = Engine::builder().tick(Duration::from_millis(args.tick_ms));
-    if let Some(workers) = args.workers {
-        builder = builder.workers(workers.max(1));
-    }
+    let workers = match (args.workers, &args.webhook) {
+        (Some(workers), _) => workers.max(1),
+        (None, Some(_)) => WEBHOOK_WORKERS,
+        (None, None) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    let sink = match &args.webhook {
+        Some(url) => {
+            let sink = WebhookSink::new(WebhookConfig {
+                timeout: Duration::from_millis(args.webhook_timeout_ms),
+                connections: workers,
+                ..WebhookConfig::new(url.clone())
+            })?;
+            tracing::info!(url = %sink.url(), workers, "closing orders through the webhook");
+            Some(sink)
+        }
+        None => None,
+    };
+    let mut builder = Engine::builder()
+        .tick(Duration::from_millis(args.tick_ms))
+        .workers(workers)
+        .retry(RetryPolicy {
+            initial: Duration::from_millis(args.retry_initial_ms),
+            max: Duration::from_millis(args.retry_max_ms.max(args.retry_initial_ms)),
+            max_attempts: args.max_attempts,
+            jitter: true,
+        });
     match &args.redis {
         Some(url) => {
             let journal = Journal::connect(JournalConfig {
@@ -130,13 +179,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("no --redis given: timers are kept in memory only and are lost on exit")
         }
     }
-    let engine = builder.try_build_fn(move |fired: &Fired| {
-        // With --stream, the engine moves the order into the stream once this
-        // returns; the push to subscribers is best effort in every mode.
-        publisher.publish(fired.id.as_bytes());
-        Ok(())
+    let engine = builder.try_build(ServeHandler {
+        hub: hub.clone(),
+        sink,
     })?;
 
+    if let Some(addr) = args.metrics_bind {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("bind --metrics-bind {addr}"))?;
+        let local = listener.local_addr()?;
+        let (engine, hub) = (engine.clone(), hub.clone());
+        server::metrics::spawn(listener, move || {
+            let published = hub.published_total.load(Ordering::Relaxed);
+            server::metrics::render(&engine.stats(), published)
+        })?;
+        tracing::info!("metrics on http://{local}/metrics");
+    }
     let listener = server::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
     let local = listener.local_addr()?;
     tracing::info!("listening on {local}");
@@ -165,4 +223,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::run(listener, engine, hub, config, shutdown_rx).context("server failed")?;
     tracing::info!("bye");
     Ok(())
+}
+
+/// The server's close-order task: tell `SUBSCRIBE fired` connections (best
+/// effort, once per firing), then hand the order to the webhook if there is
+/// one. With --stream, the engine moves the order into the stream once this
+/// returns `Ok`; with neither, publishing is all there is.
+struct ServeHandler {
+    hub: Arc<Hub>,
+    sink: Option<WebhookSink>,
+}
+
+impl Handler for ServeHandler {
+    fn handle(&self, fired: &Fired) -> HandlerResult {
+        // Retries are not firings: subscribers hear of an order once.
+        if fired.attempt == 1 {
+            self.hub.publish(fired.id.as_bytes());
+        }
+        match &self.sink {
+            Some(sink) => sink.handle(fired),
+            None => Ok(()),
+        }
+    }
+    // `dead_letter`: the default `warn` line (WebhookSink keeps it too).
 }

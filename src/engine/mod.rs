@@ -29,6 +29,7 @@
 //!   the `_nowait` ones return an [`Ack`] to check later. A fired timer
 //!   leaves the journal only after its handler succeeded (or gave up).
 
+pub mod lag;
 mod pool;
 mod ticker;
 
@@ -47,6 +48,7 @@ use crate::handler::{Fired, FnHandler, Handler, HandlerResult, RetryPolicy};
 use crate::id::{InvalidId, OrderId};
 use crate::journal::{Ack, AckStatus, Journal, JournalError, JournalStats, Op, Unavailable};
 use crate::wheel::{TickMapping, Wheel};
+use lag::LagWindow;
 use pool::RetryQueue;
 
 /// Longest delay accepted: 366 days.
@@ -125,6 +127,10 @@ pub struct Stats {
     /// How long the oldest tick not yet processed has been due (0 when the
     /// ticker keeps up).
     pub tick_lag_ms: u64,
+    /// p99 over the last minute of `delivered - deadline` (ms), per
+    /// successful delivery; 0 when nothing was delivered in that minute.
+    /// See [`lag`].
+    pub delivery_lag_ms: u64,
 }
 
 /// A timer that had not completed when the engine shut down.
@@ -290,6 +296,7 @@ impl Builder {
             last_tick: AtomicU64::new(0),
             shut_down: AtomicBool::new(false),
             counters: Counters::default(),
+            lag: LagWindow::default(),
             journal: self.journal,
         });
         if let Some(journal) = &shared.journal {
@@ -377,6 +384,8 @@ struct Shared {
     last_tick: AtomicU64,
     shut_down: AtomicBool,
     counters: Counters,
+    /// Deadline-to-delivery times of the last minute.
+    lag: LagWindow,
     journal: Option<Journal>,
 }
 
@@ -658,6 +667,7 @@ impl Engine {
             inflight: c.inflight.load(Ordering::Relaxed),
             tick_ms: self.shared.ticks.tick_ms,
             tick_lag_ms: self.tick_lag_ms(),
+            delivery_lag_ms: self.shared.lag.p99(self.now_ms()),
         }
     }
 

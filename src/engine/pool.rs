@@ -40,6 +40,10 @@ pub(super) fn run_job(shared: &Shared, fired: Fired) {
     let outcome = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&fired)));
     let error = match outcome {
         Ok(Ok(())) => {
+            let now_ms = shared.clock.now_ms();
+            shared
+                .lag
+                .record(now_ms, now_ms.saturating_sub(fired.deadline_ms));
             if let Some(journal) = &shared.journal {
                 journal.settle(fired.id, fired.deadline_ms, fired.fired_ms);
             }

@@ -515,6 +515,7 @@ fn info(shared: &Shared) -> String {
                 ("dead_letter_total", stats.dead_letter_total.to_string()),
                 ("inflight", stats.inflight.to_string()),
                 ("tick_lag_ms", stats.tick_lag_ms.to_string()),
+                ("delivery_lag_ms", stats.delivery_lag_ms.to_string()),
                 (
                     "published_total",
                     load(&shared.hub.published_total).to_string(),

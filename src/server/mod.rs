@@ -5,6 +5,7 @@
 //!  listener ─► I/O thread 0 ─┬─ accepts, hands sockets round-robin ─► I/O thread 1..N
 //!                            └─ each I/O thread: own Poll, own connections
 //!  engine workers ─► Hub ─► subscriber queues ─► waker ─► owning I/O thread
+//!  metrics thread (optional, `metrics.rs`): blocking `GET /metrics`
 //! ```
 //!
 //! Ground rules:
@@ -22,6 +23,7 @@
 mod commands;
 mod connection;
 pub mod hub;
+pub mod metrics;
 
 use std::io;
 use std::net::SocketAddr;

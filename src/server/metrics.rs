@@ -1,0 +1,232 @@
+//! `GET /metrics`: the timer and delivery figures of `INFO`, in the
+//! Prometheus text exposition format (version 0.0.4).
+//!
+//! Ground rules:
+//! - One thread of its own with blocking std sockets, one request per
+//!   connection (`Connection: close`), a read timeout per connection: a
+//!   stuck scraper delays the next scrape, never the event loop, the
+//!   ticker or a worker.
+//! - Read-only and unauthenticated: it exposes counters, never ids. Bind it
+//!   where only your Prometheus can reach it.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::engine::Stats;
+
+/// How long a scraper may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest request head read; a longer one is answered 400.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// The metrics text for `stats` and the hub's `published_total`.
+pub fn render(stats: &Stats, published_total: u64) -> String {
+    let metrics: [(&str, &str, &str, u64); 11] = [
+        (
+            "pending",
+            "gauge",
+            "Timers waiting in the wheel.",
+            stats.pending as u64,
+        ),
+        (
+            "fired_total",
+            "counter",
+            "Timers whose deadline came.",
+            stats.fired_total,
+        ),
+        (
+            "cancelled_total",
+            "counter",
+            "CANCELs that answered 1.",
+            stats.cancelled_total,
+        ),
+        (
+            "delivered_total",
+            "counter",
+            "Fired orders whose sink succeeded.",
+            stats.delivered_total,
+        ),
+        (
+            "delivery_retries_total",
+            "counter",
+            "Failed attempts that will be retried.",
+            stats.retries_total,
+        ),
+        (
+            "dead_letter_total",
+            "counter",
+            "Orders whose every attempt failed.",
+            stats.dead_letter_total,
+        ),
+        (
+            "inflight",
+            "gauge",
+            "Fired orders not yet delivered or dead-lettered.",
+            stats.inflight,
+        ),
+        (
+            "tick_ms",
+            "gauge",
+            "Tick length in milliseconds.",
+            stats.tick_ms,
+        ),
+        (
+            "tick_lag_ms",
+            "gauge",
+            "How long the oldest unprocessed tick has been due, ms.",
+            stats.tick_lag_ms,
+        ),
+        (
+            "delivery_lag_ms",
+            "gauge",
+            "p99 over the last 60 s of delivered minus deadline, ms.",
+            stats.delivery_lag_ms,
+        ),
+        (
+            "published_total",
+            "counter",
+            "Fired ids pushed to at least one subscriber.",
+            published_total,
+        ),
+    ];
+    let mut out = String::with_capacity(2048);
+    for (name, kind, help, value) in metrics {
+        out.push_str(&format!(
+            "# HELP timewheel_{name} {help}\n# TYPE timewheel_{name} {kind}\ntimewheel_{name} {value}\n"
+        ));
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` with what `metrics` returns, on a
+/// thread of its own, for as long as the process runs.
+pub fn spawn(
+    listener: TcpListener,
+    metrics: impl Fn() -> String + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("timewheel-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(error) = answer(stream, &metrics) {
+                            tracing::debug!(%error, "metrics request failed");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "metrics: accept failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+}
+
+/// Reads one request head and answers it; the connection is then closed.
+fn answer(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut head = request_line.len();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line)?;
+        head += n;
+        if n == 0 || line == "\r\n" || line == "\n" || head > MAX_HEAD {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (status, body) = match (parts.next(), parts.next().map(|p| p.split('?').next())) {
+        _ if head > MAX_HEAD => ("400 Bad Request", "request head too long\n".to_owned()),
+        (Some("GET"), Some(Some("/metrics"))) => ("200 OK", metrics()),
+        (Some("GET"), _) => ("404 Not Found", "try GET /metrics\n".to_owned()),
+        _ => ("405 Method Not Allowed", "try GET /metrics\n".to_owned()),
+    };
+    let content_type = if status.starts_with("200") {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    write!(
+        writer,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    writer.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_help_type_and_value_for_each_figure() {
+        let stats = Stats {
+            pending: 3,
+            fired_total: 10,
+            delivered_total: 7,
+            retries_total: 4,
+            dead_letter_total: 1,
+            inflight: 2,
+            tick_ms: 1000,
+            delivery_lag_ms: 250,
+            ..Stats::default()
+        };
+        let text = render(&stats, 9);
+        for line in [
+            "# TYPE timewheel_delivered_total counter",
+            "timewheel_delivered_total 7",
+            "timewheel_delivery_retries_total 4",
+            "timewheel_dead_letter_total 1",
+            "# TYPE timewheel_inflight gauge",
+            "timewheel_inflight 2",
+            "timewheel_delivery_lag_ms 250",
+            "timewheel_pending 3",
+            "timewheel_published_total 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // Every sample has exactly one HELP and one TYPE line before it.
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("# HELP")).count(),
+            samples
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("# TYPE")).count(),
+            samples
+        );
+    }
+
+    #[test]
+    fn serves_get_metrics_and_refuses_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        spawn(listener, || "timewheel_pending 0\n".to_owned()).unwrap();
+        let get = |request: &str| {
+            use std::io::Read;
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            reply
+        };
+        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("Content-Type: text/plain; version=0.0.4"),
+            "{ok}"
+        );
+        assert!(ok.ends_with("\r\n\r\ntimewheel_pending 0\n"), "{ok}");
+        assert!(get("GET /metrics?x=1 HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200 OK"));
+        assert!(get("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(get("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    }
+}

@@ -1,0 +1,543 @@
+//! The webhook sink: one `POST` per fired order, over kept-alive connections.
+//!
+//! ```text
+//! POST /close HTTP/1.1
+//! Content-Type: application/json
+//! Idempotency-Key: order-42
+//!
+//! {"id":"order-42","deadline_ms":1763840000000,"fired_ms":1763840000004,"attempt":1}
+//! ```
+//!
+//! Ground rules:
+//! - One blocking request per call, on the worker thread that called
+//!   [`Handler::handle`]: a slow endpoint holds that worker, never the
+//!   ticker (the pool's queue absorbs the difference, see `docs/delivery.md`).
+//! - A 2xx status is success, whatever the body. Anything else (another
+//!   status, a timeout, a refused or reset connection) is an `Err` with a
+//!   one-line message, and the pool retries it; redirects are not followed.
+//! - Delivery is at least once: a request that timed out may still have
+//!   closed the order, so the retry carries the same `Idempotency-Key` (the
+//!   order id) for the endpoint to deduplicate on.
+//! - One [`ureq::Agent`] is shared by all workers; it keeps up to
+//!   [`WebhookConfig::connections`] idle connections for reuse. The host
+//!   name is resolved at most once per [`RESOLVE_TTL`]: ureq's default
+//!   resolver starts a thread per request when a timeout is set, which
+//!   cost more than the request itself.
+//! - Plain `http://` only: this build carries no TLS stack. Put a local TLS
+//!   proxy in front of an `https://` endpoint.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+use crate::handler::{Fired, Handler, HandlerResult};
+
+/// Longest excerpt of a failed response's body kept in the error.
+const EXCERPT_BYTES: usize = 200;
+/// A response body is read up to this size so that its connection can be
+/// reused; a longer one is cut off and the connection dropped.
+const BODY_READ_LIMIT: u64 = 64 * 1024;
+/// At most one `warn` line per this many ms while deliveries keep failing.
+const WARN_EVERY_MS: u64 = 10_000;
+/// How long a resolved address of the endpoint is used before the name is
+/// looked up again.
+pub const RESOLVE_TTL: Duration = Duration::from_secs(10);
+
+/// How to reach the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// `http://host[:port]/path`.
+    pub url: String,
+    /// The whole exchange (connect, send, response head and body) must fit
+    /// in this; longer counts as a failed attempt. Default 5 s.
+    pub timeout: Duration,
+    /// Idle connections kept for reuse; size it to the worker count.
+    /// Default 64.
+    pub connections: usize,
+}
+
+impl WebhookConfig {
+    pub fn new(url: impl Into<String>) -> WebhookConfig {
+        WebhookConfig {
+            url: url.into(),
+            timeout: Duration::from_secs(5),
+            connections: 64,
+        }
+    }
+}
+
+/// Why a [`WebhookSink`] could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookError {
+    /// The URL does not parse, or has no host.
+    InvalidUrl { url: String, reason: String },
+    /// Not `http://` (`https://` needs TLS, which this build leaves out).
+    UnsupportedScheme { url: String },
+}
+
+impl std::fmt::Display for WebhookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WebhookError::InvalidUrl { url, reason } => {
+                write!(f, "webhook URL {url:?} is invalid: {reason}")
+            }
+            WebhookError::UnsupportedScheme { url } => write!(
+                f,
+                "webhook URL {url:?}: only http:// is supported (no TLS in this build); \
+                 for an https endpoint, run a local TLS proxy and point --webhook at it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WebhookError {}
+
+/// Why one delivery attempt failed. The message is one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// The endpoint answered with a status outside 2xx.
+    Status { status: u16, body_excerpt: String },
+    /// No complete answer within [`WebhookConfig::timeout`].
+    Timeout { after: Duration, phase: String },
+    /// Connecting, sending or reading failed (refused, reset, bad reply).
+    Transport(String),
+}
+
+impl std::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeliveryError::Status {
+                status,
+                body_excerpt,
+            } if body_excerpt.is_empty() => write!(f, "HTTP {status}"),
+            DeliveryError::Status {
+                status,
+                body_excerpt,
+            } => write!(f, "HTTP {status}: {body_excerpt}"),
+            DeliveryError::Timeout { after, phase } => {
+                write!(f, "timed out after {} ms ({phase})", after.as_millis())
+            }
+            DeliveryError::Transport(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for DeliveryError {}
+
+/// Closes orders by `POST`ing them to an HTTP endpoint.
+///
+/// ```no_run
+/// use timewheel::sink::{WebhookConfig, WebhookSink};
+/// let sink = WebhookSink::new(WebhookConfig::new("http://127.0.0.1:8080/close"))?;
+/// let engine = timewheel::Engine::builder().workers(32).build(sink);
+/// # Ok::<(), timewheel::sink::WebhookError>(())
+/// ```
+pub struct WebhookSink {
+    agent: ureq::Agent,
+    url: String,
+    timeout: Duration,
+    /// Failed attempts since the last `warn` line, and when that was.
+    failures_unreported: AtomicU64,
+    last_warn_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSink")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookSink {
+    /// Checks the URL and sets up the connection pool; connects lazily.
+    pub fn new(config: WebhookConfig) -> Result<WebhookSink, WebhookError> {
+        let uri: ureq::http::Uri =
+            config
+                .url
+                .parse()
+                .map_err(|e: ureq::http::uri::InvalidUri| WebhookError::InvalidUrl {
+                    url: config.url.clone(),
+                    reason: e.to_string(),
+                })?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(_) => {
+                return Err(WebhookError::UnsupportedScheme {
+                    url: config.url.clone(),
+                });
+            }
+            None => {
+                return Err(WebhookError::InvalidUrl {
+                    url: config.url.clone(),
+                    reason: "expected http://host[:port]/path".into(),
+                });
+            }
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(WebhookError::InvalidUrl {
+                url: config.url.clone(),
+                reason: "no host".into(),
+            });
+        }
+        let connections = config.connections.max(1);
+        let agent_config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(config.timeout))
+            .max_idle_connections(connections)
+            .max_idle_connections_per_host(connections)
+            .user_agent(concat!("timewheel/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let agent = ureq::Agent::with_parts(
+            agent_config,
+            DefaultConnector::default(),
+            CachedResolver::default(),
+        );
+        Ok(WebhookSink {
+            agent,
+            url: config.url,
+            timeout: config.timeout,
+            failures_unreported: AtomicU64::new(0),
+            last_warn_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One `POST`; `Ok` on a 2xx status.
+    pub fn deliver(&self, fired: &Fired) -> Result<(), DeliveryError> {
+        let body = json_body(fired);
+        let mut response = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", fired.id.as_str())
+            .send(body.as_bytes())
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        // Read (a bounded amount of) the body: a connection is reused only
+        // once its response has been read to the end.
+        let mut bytes = Vec::new();
+        let read = response
+            .body_mut()
+            .as_reader()
+            .take(BODY_READ_LIMIT)
+            .read_to_end(&mut bytes);
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let mut body_excerpt = one_line(&bytes[..bytes.len().min(EXCERPT_BYTES)]);
+        if read.is_err() && body_excerpt.is_empty() {
+            body_excerpt = "(body unreadable)".into();
+        }
+        Err(DeliveryError::Status {
+            status,
+            body_excerpt,
+        })
+    }
+
+    fn transport_error(&self, error: ureq::Error) -> DeliveryError {
+        match error {
+            ureq::Error::Timeout(phase) => DeliveryError::Timeout {
+                after: self.timeout,
+                phase: phase.to_string(),
+            },
+            other => DeliveryError::Transport(one_line(other.to_string().as_bytes())),
+        }
+    }
+
+    /// Logs failures at `warn`, at most once per [`WARN_EVERY_MS`]: a dead
+    /// endpoint must show in the log without a line per retry.
+    fn note_failure(&self, fired: &Fired, error: &DeliveryError) {
+        self.failures_unreported.fetch_add(1, Ordering::Relaxed);
+        let now_ms = now_ms();
+        let last = self.last_warn_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < WARN_EVERY_MS
+            || self
+                .last_warn_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let failures = self.failures_unreported.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            url = %self.url,
+            failures,
+            last_id = %fired.id,
+            last_attempt = fired.attempt,
+            %error,
+            "webhook deliveries failing; each is retried with backoff, then dead-lettered"
+        );
+    }
+}
+
+impl Handler for WebhookSink {
+    fn handle(&self, fired: &Fired) -> HandlerResult {
+        self.deliver(fired).map_err(|error| {
+            self.note_failure(fired, &error);
+            error.into()
+        })
+    }
+}
+
+/// ureq's resolver, remembering the last answer for [`RESOLVE_TTL`].
+#[derive(Debug, Default)]
+struct CachedResolver {
+    inner: DefaultResolver,
+    /// (scheme and authority, when resolved, addresses).
+    last: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for CachedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        if let Some((last_key, at, addrs)) = &*self.last.lock()
+            && *last_key == key
+            && at.elapsed() < RESOLVE_TTL
+        {
+            return Ok(addrs.clone());
+        }
+        // Not under the lock: a slow lookup must not hold up the others.
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        *self.last.lock() = Some((key, Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `{"id":"...","deadline_ms":N,"fired_ms":N,"attempt":N}`.
+pub fn json_body(fired: &Fired) -> String {
+    let mut out = String::with_capacity(96 + fired.id.as_bytes().len());
+    out.push_str("{\"id\":");
+    push_json_string(&mut out, fired.id.as_str());
+    out.push_str(&format!(
+        ",\"deadline_ms\":{},\"fired_ms\":{},\"attempt\":{}}}",
+        fired.deadline_ms, fired.fired_ms, fired.attempt
+    ));
+    out
+}
+
+/// Appends `s` as a JSON string literal (RFC 8259 section 7). Order ids are
+/// printable ASCII, so only `"` and `\` occur in practice; control
+/// characters are escaped anyway.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < '\u{20}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Bytes as one printable line: lossy UTF-8, control characters (line
+/// breaks included) turned into spaces, runs of spaces collapsed.
+fn one_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if c == ' ' && (out.is_empty() || out.ends_with(' ')) {
+            continue;
+        }
+        out.push(c);
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::OrderId;
+
+    fn fired(id: &str) -> Fired {
+        Fired {
+            id: OrderId::new(id).unwrap(),
+            deadline_ms: 1_763_840_000_000,
+            fired_ms: 1_763_840_000_004,
+            attempt: 3,
+        }
+    }
+
+    #[test]
+    fn body_is_the_documented_json() {
+        assert_eq!(
+            json_body(&fired("order-42")),
+            r#"{"id":"order-42","deadline_ms":1763840000000,"fired_ms":1763840000004,"attempt":3}"#
+        );
+    }
+
+    #[test]
+    fn ids_are_escaped() {
+        let id = r#"a"b\c{}'/"#;
+        let body = json_body(&fired(id));
+        assert_eq!(
+            body,
+            r#"{"id":"a\"b\\c{}'/","deadline_ms":1763840000000,"fired_ms":1763840000004,"attempt":3}"#
+        );
+        let mut s = String::new();
+        push_json_string(&mut s, "x\n\u{1}\t\u{1f}");
+        assert_eq!(s, r#""x\n\u0001\t\u001f""#);
+    }
+
+    #[test]
+    fn every_printable_ascii_id_survives_a_json_parser() {
+        let all: String = (0x21u8..=0x7E).map(char::from).collect();
+        for id in [all.as_str(), "\"", "\\", "\\\"", "a"] {
+            let body = json_body(&fired(id));
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(value["id"], id, "body {body}");
+            assert_eq!(value["attempt"], 3);
+        }
+    }
+
+    #[test]
+    fn one_line_flattens_and_trims() {
+        assert_eq!(
+            one_line(b"  <h1>oops</h1>\r\n\r\n bad\tgateway \n"),
+            "<h1>oops</h1> bad gateway"
+        );
+        assert_eq!(one_line(b""), "");
+        assert_eq!(one_line(&[0xff, b'x']), "\u{fffd}x");
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let errors = [
+            DeliveryError::Status {
+                status: 503,
+                body_excerpt: "down for maintenance".into(),
+            },
+            DeliveryError::Status {
+                status: 500,
+                body_excerpt: String::new(),
+            },
+            DeliveryError::Timeout {
+                after: Duration::from_millis(5000),
+                phase: "global".into(),
+            },
+        ];
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "HTTP 503: down for maintenance",
+                "HTTP 500",
+                "timed out after 5000 ms (global)"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_plain_http_urls_are_accepted() {
+        let make = |url: &str| WebhookSink::new(WebhookConfig::new(url)).map(|_| ());
+        assert_eq!(make("http://127.0.0.1:8080/close"), Ok(()));
+        assert_eq!(make("http://shop.internal/hooks/close?x=1"), Ok(()));
+        assert!(matches!(
+            make("https://shop.example/close"),
+            Err(WebhookError::UnsupportedScheme { .. })
+        ));
+        assert!(matches!(
+            make("127.0.0.1:8080/close"),
+            Err(WebhookError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            make("not a url"),
+            Err(WebhookError::InvalidUrl { .. })
+        ));
+        assert!(matches!(make(""), Err(WebhookError::InvalidUrl { .. })));
+    }
+
+    /// Answers `replies` requests on one connection each, in order.
+    fn endpoint(replies: &'static [&'static str]) -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            for reply in replies {
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                writer.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_host_name_is_resolved_and_the_connection_reused() {
+        // One connection serves both requests: the second reuses it.
+        let port = endpoint(&[
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 13\r\n\r\nupstream\ndown",
+        ]);
+        let sink =
+            WebhookSink::new(WebhookConfig::new(format!("http://localhost:{port}/c"))).unwrap();
+        assert_eq!(sink.deliver(&fired("o1")), Ok(()));
+        assert_eq!(
+            sink.deliver(&fired("o2")).map_err(|e| e.to_string()),
+            Err("HTTP 502: upstream down".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_one_line_transport_error() {
+        // Bind then drop: the port is (very likely) closed now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sink = WebhookSink::new(WebhookConfig {
+            timeout: Duration::from_secs(2),
+            ..WebhookConfig::new(format!("http://127.0.0.1:{port}/close"))
+        })
+        .unwrap();
+        let error = sink.deliver(&fired("o1")).unwrap_err();
+        assert!(matches!(error, DeliveryError::Transport(_)), "{error:?}");
+        assert!(!error.to_string().contains('\n'), "{error}");
+    }
+}
