@@ -13,7 +13,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::{Connection, Pipeline, Script, Value};
 
 use super::{Inner, Keys, Op};
-use crate::id::OrderId;
 use std::sync::atomic::Ordering;
 
 /// Writes per pipeline at most.
@@ -21,12 +20,6 @@ pub(super) const MAX_BATCH: usize = 16_384;
 
 /// Members per folded command at most.
 const MAX_RUN: usize = 1024;
-
-/// Orders per stream-delivery script call at most. Larger than
-/// [`MAX_RUN`]: sorted by member, a long run removes neighbouring members of
-/// the due set, which costs Redis far fewer cache misses per `ZREM` (see
-/// docs/benchmarks.md#burst-into-a-stream).
-const MAX_DELIVER_RUN: usize = MAX_BATCH;
 
 /// How often the writer proves Redis is there (and records `alive_ms`).
 pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -51,26 +44,19 @@ return n
 /// with the deadline that fired move; the rest were moved already (before
 /// a crash) or re-added since.
 const DELIVER_LUA: &str = r"
-local n = #ARGV / 3
 local ids = {}
-for j = 1, n do ids[j] = ARGV[3 * j - 2] end
+for i = 1, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
 local moved = {}
-for c = 1, n, 4000 do
-  local last = math.min(c + 3999, n)
-  local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids, c, last))
-  for j = c, last do
-    local score = scores[j - c + 1]
-    local deadline = ARGV[3 * j - 1]
-    if score and tonumber(score) == tonumber(deadline) then
-      moved[#moved + 1] = ids[j]
-      redis.call('XADD', KEYS[2], '*', 'id', ids[j], 'deadline_ms', deadline,
-        'fired_ms', ARGV[3 * j])
-    end
+for j = 1, #ids do
+  local deadline = ARGV[3 * j - 1]
+  if scores[j] and tonumber(scores[j]) == tonumber(deadline) then
+    moved[#moved + 1] = ids[j]
+    redis.call('XADD', KEYS[2], '*', 'id', ids[j], 'deadline_ms', deadline,
+      'fired_ms', ARGV[3 * j])
   end
 end
-for c = 1, #moved, 4000 do
-  redis.call('ZREM', KEYS[1], unpack(moved, c, math.min(c + 3999, #moved)))
-end
+if #moved > 0 then redis.call('ZREM', KEYS[1], unpack(moved)) end
 return #moved
 ";
 
@@ -283,35 +269,22 @@ fn encode(
                 let Some(stream) = &keys.stream else {
                     unreachable!("deliver_to_stream without a stream key");
                 };
-                while matches!(batch.get(i), Some(Op::Deliver { .. }))
-                    && i - start < MAX_DELIVER_RUN
-                {
-                    i += 1;
-                }
-                // In member order: the script's ZREM then walks the due set's
-                // skiplist along neighbouring paths instead of from scratch
-                // for each id (a cache miss per level on a big set).
-                let mut run: Vec<(&OrderId, u64, u64)> = batch[start..i]
-                    .iter()
-                    .filter_map(|op| match op {
-                        Op::Deliver {
-                            id,
-                            deadline_ms,
-                            fired_ms,
-                        } => Some((id, *deadline_ms, *fired_ms)),
-                        _ => None,
-                    })
-                    .collect();
-                run.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(scripts.deliver.get_hash())
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(scripts.deliver.get_hash())
                     .arg(2)
                     .arg(&keys.due)
                     .arg(stream);
-                for (id, deadline_ms, fired_ms) in run {
-                    cmd.arg(id.as_bytes()).arg(deadline_ms).arg(fired_ms);
+                while let Some(Op::Deliver {
+                    id,
+                    deadline_ms,
+                    fired_ms,
+                }) = batch.get(i)
+                    && i - start < MAX_RUN
+                {
+                    cmd.arg(id.as_bytes()).arg(*deadline_ms).arg(*fired_ms);
+                    i += 1;
                 }
+                pipe.add_command(cmd);
             }
             Op::Dead {
                 id,
