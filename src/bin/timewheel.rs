@@ -191,7 +191,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (engine, hub) = (engine.clone(), hub.clone());
         server::metrics::spawn(listener, move || {
             let published = hub.published_total.load(Ordering::Relaxed);
-            server::metrics::render(&engine.stats(), published)
+            server::metrics::render(&engine.stats(), published, engine.journal_stats().as_ref())
         })?;
         tracing::info!("metrics on http://{local}/metrics");
     }

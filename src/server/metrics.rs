@@ -15,14 +15,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::engine::Stats;
+use crate::journal::JournalStats;
 
 /// How long a scraper may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest request head read; a longer one is answered 400.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// The metrics text for `stats` and the hub's `published_total`.
-pub fn render(stats: &Stats, published_total: u64) -> String {
+/// The metrics text for `stats`, the hub's `published_total` and, with
+/// `--redis`, the journal's health (`journal`).
+pub fn render(stats: &Stats, published_total: u64, journal: Option<&JournalStats>) -> String {
     let metrics: [(&str, &str, &str, u64); 11] = [
         (
             "pending",
@@ -91,8 +93,42 @@ pub fn render(stats: &Stats, published_total: u64) -> String {
             published_total,
         ),
     ];
+    let journal_metrics: Vec<(&str, &str, &str, u64)> = journal.map_or(Vec::new(), |j| {
+        vec![
+            (
+                "journal_up",
+                "gauge",
+                "1 while Redis confirms journal writes, 0 while it is unreachable.",
+                u64::from(j.up),
+            ),
+            (
+                "journal_down_for_s",
+                "gauge",
+                "Seconds the journal has been down (0 when up).",
+                j.down_for_s,
+            ),
+            (
+                "journal_backlog",
+                "gauge",
+                "Journal writes queued or in flight.",
+                j.backlog as u64,
+            ),
+            (
+                "journal_refused_total",
+                "counter",
+                "Client writes refused because Redis was unreachable.",
+                j.refused_total,
+            ),
+            (
+                "journal_errors_total",
+                "counter",
+                "Failed journal round trips to Redis.",
+                j.errors_total,
+            ),
+        ]
+    });
     let mut out = String::with_capacity(2048);
-    for (name, kind, help, value) in metrics {
+    for (name, kind, help, value) in metrics.into_iter().chain(journal_metrics) {
         out.push_str(&format!(
             "# HELP timewheel_{name} {help}\n# TYPE timewheel_{name} {kind}\ntimewheel_{name} {value}\n"
         ));
@@ -130,7 +166,8 @@ fn answer(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
+    // Never more than MAX_HEAD + 1 bytes, however long a line is sent.
+    let mut reader = BufReader::new(io::Read::take(stream, MAX_HEAD as u64 + 1));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut head = request_line.len();
@@ -179,7 +216,7 @@ mod tests {
             delivery_lag_ms: 250,
             ..Stats::default()
         };
-        let text = render(&stats, 9);
+        let text = render(&stats, 9, None);
         for line in [
             "# TYPE timewheel_delivered_total counter",
             "timewheel_delivered_total 7",
@@ -206,6 +243,31 @@ mod tests {
     }
 
     #[test]
+    fn render_adds_journal_health_with_redis() {
+        let journal = JournalStats {
+            up: false,
+            down_for_s: 12,
+            backlog: 5,
+            refused_total: 3,
+            ..JournalStats::default()
+        };
+        let without = render(&Stats::default(), 0, None);
+        assert!(!without.contains("journal"), "{without}");
+        let text = render(&Stats::default(), 0, Some(&journal));
+        for line in [
+            "# TYPE timewheel_journal_up gauge",
+            "timewheel_journal_up 0",
+            "timewheel_journal_down_for_s 12",
+            "timewheel_journal_backlog 5",
+            "# TYPE timewheel_journal_refused_total counter",
+            "timewheel_journal_refused_total 3",
+            "timewheel_journal_errors_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
     fn serves_get_metrics_and_refuses_the_rest() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -228,5 +290,20 @@ mod tests {
         assert!(get("GET /metrics?x=1 HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200 OK"));
         assert!(get("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(get("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        // A request line longer than MAX_HEAD: read no further, answer 400
+        // and close. The close may reset the connection before the client
+        // reads the answer (the rest of its request is never read), so
+        // a reset counts too; either way the server goes on serving.
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_HEAD * 4));
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let _ = stream.write_all(long.as_bytes());
+        let mut reply = Vec::new();
+        let read = std::io::Read::read_to_end(&mut stream, &mut reply);
+        assert!(
+            reply.starts_with(b"HTTP/1.1 400") || read.is_err(),
+            "{read:?} {}",
+            String::from_utf8_lossy(&reply)
+        );
+        assert!(get("GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 OK"));
     }
 }
