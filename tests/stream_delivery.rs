@@ -9,9 +9,9 @@ mod util;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use util::{RedisServer, Resp, RespConn, TimewheelServer, encode_command};
+use util::{RedisServer, Resp, TimewheelServer, encode_command, info, unix_ms, wait_until_every};
 
 const STREAM: &str = "orders:closed";
 /// Timers due at the same instant, killed while they fire.
@@ -19,39 +19,10 @@ const BURST: usize = 20_000;
 /// Timers an hour ahead, which must stay in the due set.
 const LATER: usize = 500;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// Polls `check` every `every`; panics with `what` after `timeout`.
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, every: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(every);
-    }
-}
-
 fn int(reply: Resp) -> i64 {
     reply
         .as_int()
         .unwrap_or_else(|| panic!("expected an integer, got {reply:?}"))
-}
-
-fn info(conn: &mut RespConn) -> HashMap<String, String> {
-    let reply = conn.cmd(&["INFO"]);
-    let text = reply.as_str().expect("INFO replies with a bulk string");
-    text.lines()
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        .collect()
 }
 
 /// Every entry of the stream as (id, deadline_ms, fired_ms), read in pages.
@@ -99,7 +70,7 @@ fn kill_9_during_a_burst_then_restart_moves_each_order_into_the_stream_exactly_o
 
     // Schedule the burst and the later timers in one pipeline; every reply
     // is an acknowledgement that Redis holds the timer.
-    let due = now_ms() + 4_000;
+    let due = unix_ms() + 4_000;
     let later = due + 3_600_000;
     let burst: Vec<String> = (0..BURST).map(|i| format!("burst-{i}")).collect();
     let kept: Vec<String> = (0..LATER).map(|i| format!("later-{i}")).collect();
@@ -121,11 +92,11 @@ fn kill_9_during_a_burst_then_restart_moves_each_order_into_the_stream_exactly_o
     }
     send.join().unwrap();
     drop(c);
-    let acked_at = now_ms();
+    let acked_at = unix_ms();
 
     // Kill as soon as the first orders reach the stream.
     let mut probe = redis.conn();
-    wait_until(
+    wait_until_every(
         "the first stream entry",
         Duration::from_secs(30),
         Duration::from_millis(1),
@@ -144,14 +115,14 @@ fn kill_9_during_a_burst_then_restart_moves_each_order_into_the_stream_exactly_o
     );
 
     let server = TimewheelServer::start(&args);
-    wait_until(
+    wait_until_every(
         "the due set to hold only the later timers",
         Duration::from_secs(40),
         Duration::from_millis(20),
         || int(probe.cmd(&["ZCARD", "tw:due"])) == LATER as i64,
     );
     let mut c = server.conn();
-    wait_until(
+    wait_until_every(
         "inflight to drain",
         Duration::from_secs(10),
         Duration::from_millis(20),

@@ -12,9 +12,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use util::{RedisServer, Resp, RespConn, TimewheelServer};
+use util::{RedisServer, Resp, TimewheelServer, info, info_u64, unix_ms, wait_until};
 
 // ---------------------------------------------------------------------------
 // A loopback HTTP endpoint
@@ -118,7 +118,7 @@ fn serve_connection(
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        let arrived_ms = now_ms();
+        let arrived_ms = unix_ms();
         let mut parts = line.split_whitespace();
         let (method, path) = (
             parts.next().unwrap_or_default().to_owned(),
@@ -194,43 +194,6 @@ fn serve_connection(
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn info(conn: &mut RespConn) -> HashMap<String, String> {
-    let reply = conn.cmd(&["INFO"]);
-    let text = reply.as_str().expect("INFO replies with a bulk string");
-    text.lines()
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-#[track_caller]
-fn info_u64(conn: &mut RespConn, key: &str) -> u64 {
-    let info = info(conn);
-    info.get(key)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("INFO has no numeric {key}: {info:?}"))
-}
-
-/// Polls `check` every 10 ms; panics with `what` after `timeout`.
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// One `GET` on a fresh connection; the whole reply, head included.
 fn http_get(addr: &str, path: &str) -> String {
@@ -312,7 +275,7 @@ fn every_order_is_delivered_at_least_once_after_its_deadline_and_cancelled_ones_
     );
 
     let mut c = server.conn();
-    let base = now_ms() + 1500;
+    let base = unix_ms() + 1500;
     let mut deadlines = BTreeMap::new();
     let groups = [
         ("ok", OK),
@@ -334,7 +297,7 @@ fn every_order_is_delivered_at_least_once_after_its_deadline_and_cancelled_ones_
         assert_eq!(c.cmd(&["CANCEL", &id]), Resp::Integer(1), "CANCEL {id}");
     }
     assert!(
-        now_ms() < base,
+        unix_ms() < base,
         "setup took too long: the deadlines are already past"
     );
     let expected = OK + FAILING + STALLING;
@@ -342,7 +305,7 @@ fn every_order_is_delivered_at_least_once_after_its_deadline_and_cancelled_ones_
         info_u64(&mut c, "delivered_total") == expected as u64
     });
     wait_until("the last deadline passed", Duration::from_secs(5), || {
-        now_ms() > base + 500
+        unix_ms() > base + 500
     });
 
     let requests = endpoint.requests();

@@ -806,14 +806,25 @@ pub fn run_timewheel(args: &[&str], env: &[(&str, &str)]) -> (std::process::Exit
 
 /// Polls `check` every 10 ms; panics with `what` if it is still false after `timeout`.
 #[track_caller]
-pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    wait_until_every(what, timeout, POLL_INTERVAL, check);
+}
+
+/// [`wait_until`], polling every `every`.
+#[track_caller]
+pub fn wait_until_every(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
-        thread::sleep(POLL_INTERVAL);
+        thread::sleep(every);
     }
 }
 
