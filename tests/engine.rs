@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use timewheel::{Engine, Fired, ManualClock, RetryPolicy, ScheduleError};
+use timewheel::{Builder, Engine, Fired, ManualClock, RetryPolicy, ScheduleError};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -22,6 +22,22 @@ fn engine_with(clock: &ManualClock, tick_ms: u64) -> (Engine, Arc<Mutex<Vec<Fire
             Ok(())
         });
     (engine, fired)
+}
+
+/// An engine on `clock` with 1 ms ticks, ticked by hand, handlers inline,
+/// retrying without jitter: waits of `initial_ms` doubling up to `max_ms`.
+fn retrying(clock: &ManualClock, initial_ms: u64, max_ms: u64, max_attempts: u32) -> Builder {
+    Engine::builder()
+        .clock(clock.clone())
+        .tick(Duration::from_millis(1))
+        .manual_ticks()
+        .workers(0)
+        .retry(RetryPolicy {
+            initial: Duration::from_millis(initial_ms),
+            max: Duration::from_millis(max_ms),
+            max_attempts,
+            jitter: false,
+        })
 }
 
 fn ids(fired: &Mutex<Vec<Fired>>) -> Vec<String> {
@@ -125,24 +141,13 @@ fn failed_attempts_are_retried_with_backoff_then_dead_lettered() {
     let clock = ManualClock::new(T0);
     let attempts = Arc::new(AtomicU32::new(0));
     let seen = attempts.clone();
-    let engine = Engine::builder()
-        .clock(clock.clone())
-        .tick(Duration::from_millis(1))
-        .manual_ticks()
-        .workers(0)
-        .retry(RetryPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(400),
-            max_attempts: 4,
-            jitter: false,
-        })
-        .build_fn(move |f| {
-            seen.fetch_add(1, Ordering::SeqCst);
-            if f.attempt == 2 {
-                panic!("handler blew up");
-            }
-            Err("shop endpoint down".into())
-        });
+    let engine = retrying(&clock, 100, 400, 4).build_fn(move |f| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        if f.attempt == 2 {
+            panic!("handler blew up");
+        }
+        Err("shop endpoint down".into())
+    });
     engine.schedule("o", Duration::from_millis(1)).unwrap();
     clock.advance(1);
     engine.tick();
@@ -230,25 +235,14 @@ fn delivery_lag_is_p99_of_delivered_minus_deadline_over_the_last_minute() {
     let clock = ManualClock::new(T0);
     let ok = Arc::new(AtomicU32::new(0));
     let seen = ok.clone();
-    let engine = Engine::builder()
-        .clock(clock.clone())
-        .tick(Duration::from_millis(1))
-        .manual_ticks()
-        .workers(0)
-        .retry(RetryPolicy {
-            initial: Duration::from_millis(500),
-            max: Duration::from_millis(500),
-            max_attempts: 3,
-            jitter: false,
-        })
-        .build_fn(move |f| {
-            // "late" fails once: its lag then includes the 500 ms backoff.
-            if f.id.as_str() == "late" && f.attempt == 1 {
-                return Err("shop endpoint down".into());
-            }
-            seen.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        });
+    let engine = retrying(&clock, 500, 500, 3).build_fn(move |f| {
+        // "late" fails once: its lag then includes the 500 ms backoff.
+        if f.id.as_str() == "late" && f.attempt == 1 {
+            return Err("shop endpoint down".into());
+        }
+        seen.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
     assert_eq!(engine.stats().delivery_lag_ms, 0, "nothing delivered yet");
     engine.schedule_at("on-time", T0 + 10).unwrap();
     engine.schedule_at("late", T0 + 10).unwrap();

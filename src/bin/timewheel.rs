@@ -137,36 +137,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let hub = Arc::new(Hub::default());
+    // Without --workers: WEBHOOK_WORKERS with --webhook, else the engine's
+    // default (the number of cores).
     let workers = match (args.workers, &args.webhook) {
-        (Some(workers), _) => workers.max(1),
-        (None, Some(_)) => WEBHOOK_WORKERS,
-        (None, None) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        (Some(workers), _) => Some(workers.max(1)),
+        (None, Some(_)) => Some(WEBHOOK_WORKERS),
+        (None, None) => None,
     };
     let sink = match &args.webhook {
         Some(url) => {
+            let connections = workers.unwrap_or(WEBHOOK_WORKERS);
             let sink = WebhookSink::new(WebhookConfig {
                 timeout: Duration::from_millis(args.webhook_timeout_ms),
-                connections: workers,
+                connections,
                 ..WebhookConfig::new(url.clone())
             })?;
-            tracing::info!(url = %sink.url(), workers, "closing orders through the webhook");
+            tracing::info!(url = %sink.url(), workers = connections, "closing orders through the webhook");
             Some(sink)
         }
         None => None,
     };
     let mut builder = Engine::builder()
         .tick(Duration::from_millis(args.tick_ms))
-        .workers(workers)
         .retry(RetryPolicy {
             initial: Duration::from_millis(args.retry_initial_ms),
             max: Duration::from_millis(args.retry_max_ms.max(args.retry_initial_ms)),
             max_attempts: args.max_attempts,
             jitter: true,
         });
+    if let Some(workers) = workers {
+        builder = builder.workers(workers);
+    }
     match &args.redis {
         Some(url) => {
             let journal = Journal::connect(JournalConfig {
-                url: url.clone(),
                 key_prefix: args.key_prefix.clone(),
                 connect_timeout: Duration::from_secs(args.redis_connect_timeout_s),
                 io_timeout: Duration::from_millis(args.redis_timeout_ms),

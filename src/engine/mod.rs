@@ -469,18 +469,15 @@ impl Engine {
     ) -> Result<(u64, Ack), ScheduleError> {
         let id = self.checked(id.as_ref(), deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
-        let mut ack = Ack::DURABLE;
-        if let Some(journal) = &self.shared.journal {
-            if let Some(existing) = wheel.get_hashed(hash, id.as_bytes()) {
-                return Err(ScheduleError::AlreadyScheduled {
-                    deadline_ms: existing,
-                });
-            }
-            ack = journal.push(Op::Put {
-                id: id.clone(),
-                deadline_ms,
-            })?;
+        // With a journal, refuse a duplicate before it is written to Redis.
+        if self.shared.journal.is_some()
+            && let Some(existing) = wheel.get_hashed(hash, id.as_bytes())
+        {
+            return Err(ScheduleError::AlreadyScheduled {
+                deadline_ms: existing,
+            });
         }
+        let ack = self.journal_put(&id, deadline_ms)?;
         match wheel.insert_hashed(hash, id, deadline_ms) {
             Ok(()) => Ok((deadline_ms, ack)),
             Err(existing) => Err(ScheduleError::AlreadyScheduled {

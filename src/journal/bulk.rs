@@ -89,16 +89,7 @@ impl BulkReader {
 
     /// Reads one `WITHSCORES` reply into `(member, score)` pairs.
     pub(super) fn read_pairs(&mut self) -> io::Result<Vec<(Vec<u8>, u64)>> {
-        let header = self.read_line()?;
-        let count = match header.split_first() {
-            Some((b'*', n)) => parse_int(n)?,
-            _ => {
-                return Err(io::Error::other(format!(
-                    "expected an array, got {}",
-                    String::from_utf8_lossy(header)
-                )));
-            }
-        };
+        let count = self.read_header(b'*', "an array")?;
         if count < 0 || count % 2 != 0 {
             return Err(io::Error::other(format!(
                 "odd WITHSCORES reply: {count} items"
@@ -118,16 +109,7 @@ impl BulkReader {
     }
 
     fn read_bulk(&mut self) -> io::Result<Vec<u8>> {
-        let header = self.read_line()?;
-        let len = match header.split_first() {
-            Some((b'$', n)) => parse_int(n)?,
-            _ => {
-                return Err(io::Error::other(format!(
-                    "expected a bulk string, got {}",
-                    String::from_utf8_lossy(header)
-                )));
-            }
-        };
+        let len = self.read_header(b'$', "a bulk string")?;
         if !(0..=MAX_BULK as i64).contains(&len) {
             return Err(io::Error::other(format!("bulk string of {len} bytes")));
         }
@@ -135,6 +117,18 @@ impl BulkReader {
         self.reader.read_exact(&mut bytes)?;
         bytes.truncate(len as usize);
         Ok(bytes)
+    }
+
+    /// The length in a `*N` or `$N` line, `kind` being `*` or `$`.
+    fn read_header(&mut self, kind: u8, what: &str) -> io::Result<i64> {
+        let header = self.read_line()?;
+        match header.split_first() {
+            Some((&first, n)) if first == kind => parse_int(n),
+            _ => Err(io::Error::other(format!(
+                "expected {what}, got {}",
+                String::from_utf8_lossy(header)
+            ))),
+        }
     }
 
     /// The next line without its `\r\n`; an error reply becomes an error.
