@@ -3,7 +3,8 @@
 //! An [`OrderId`] is 24 bytes. Ids of up to [`INLINE_CAPACITY`] bytes (the
 //! common case: `o:12345678`, a UUID without dashes is 32) live inline and
 //! cost no heap allocation; longer ones are boxed. This keeps a wheel entry
-//! at 40 bytes, which is what makes the 64-bytes-per-timer budget reachable.
+//! at 32 bytes (40 with its slot links), which is what makes the
+//! 64-bytes-per-timer budget reachable.
 
 use std::fmt;
 

@@ -27,7 +27,7 @@ use std::hash::BuildHasher;
 
 use crate::id::OrderId;
 use level::{LEVELS, Level, MAX_TICKS, NIL, SLOTS, level_for, slot_for, slot_width};
-use slab::{Entry, Slab};
+use slab::{Entry, Links, Slab};
 
 /// Set on a `prev` field that names a slot rather than an entry.
 const TAG_BIT: u32 = 1 << 31;
@@ -91,6 +91,8 @@ pub struct Wheel {
     entries: Slab,
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
+    /// Timers taken out by `remove` so far.
+    removed: u64,
 }
 
 impl std::fmt::Debug for Wheel {
@@ -121,6 +123,7 @@ impl Wheel {
             entries: Slab::default(),
             index: HashTable::new(),
             hasher,
+            removed: 0,
         }
     }
 
@@ -141,6 +144,11 @@ impl Wheel {
     /// Pending timers.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Timers taken out by [`Wheel::remove`] so far (cancelled).
+    pub fn removed_total(&self) -> u64 {
+        self.removed
     }
 
     pub fn is_empty(&self) -> bool {
@@ -183,12 +191,7 @@ impl Wheel {
             }
             hash_table::Entry::Vacant(vacant) => vacant,
         };
-        let handle = self.entries.insert(Entry {
-            id,
-            deadline_ms,
-            next: NIL,
-            prev: NIL,
-        });
+        let handle = self.entries.insert(Entry { id, deadline_ms });
         vacant.insert(handle);
         self.link(handle);
         Ok(())
@@ -210,6 +213,7 @@ impl Wheel {
         let (handle, _) = found.remove();
         self.unlink(handle);
         let entry = self.entries.remove(handle);
+        self.removed += 1;
         Some(Expired {
             id: entry.id,
             deadline_ms: entry.deadline_ms,
@@ -321,21 +325,20 @@ impl Wheel {
         let level = level_for(self.now, placed);
         let slot = slot_for(placed, level);
         let head = self.levels[level].head(slot);
-        let tag = slot_tag(level, slot);
         if head != NIL {
-            self.entries.get_mut(head).prev = handle;
+            self.entries.links_mut(head).prev = handle;
         }
-        let entry = self.entries.get_mut(handle);
-        entry.next = head;
-        entry.prev = tag;
+        *self.entries.links_mut(handle) = Links {
+            next: head,
+            prev: slot_tag(level, slot),
+        };
         self.levels[level].set_head(slot, handle);
     }
 
     fn unlink(&mut self, handle: u32) {
-        let entry = self.entries.get(handle);
-        let (next, prev) = (entry.next, entry.prev);
+        let Links { next, prev } = self.entries.links(handle);
         if next != NIL {
-            self.entries.get_mut(next).prev = prev;
+            self.entries.links_mut(next).prev = prev;
         }
         if prev & TAG_BIT != 0 {
             let (level, slot) = untag(prev);
@@ -346,7 +349,7 @@ impl Wheel {
             );
             self.levels[level].set_head(slot, next);
         } else {
-            self.entries.get_mut(prev).next = next;
+            self.entries.links_mut(prev).next = next;
         }
     }
 
@@ -355,7 +358,7 @@ impl Wheel {
         let mut handle = self.levels[level].head(slot);
         self.levels[level].set_head(slot, NIL);
         while handle != NIL {
-            let next = self.entries.get(handle).next;
+            let next = self.entries.links(handle).next;
             each(self, handle);
             handle = next;
         }
