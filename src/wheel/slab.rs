@@ -7,9 +7,9 @@
 //! Each handle has two parts in parallel arrays: the [`Entry`] (id and
 //! deadline, 32 bytes, so two per cache line and none straddling two) and
 //! its [`Links`] in its slot's list (8 bytes). Unlinking writes a neighbour's
-//! links without reading anything of the neighbour first: a store that
-//! misses the cache does not stall the CPU the way a load does, which is
-//! what `cancel` costs when the wheel is far larger than the caches.
+//! links without reading anything of the neighbour first, which matters when
+//! the wheel is far larger than the caches: a store that misses does not
+//! hold up the CPU as a load does (docs/benchmarks.md has what it bought).
 
 use crate::id::OrderId;
 
