@@ -81,8 +81,9 @@ impl Slab {
     }
 
     pub fn get(&self, handle: u32) -> &Entry {
-        let slot = &self.chunks[handle as usize / CHUNK][handle as usize % CHUNK];
-        slot.as_ref()
+        let (chunk, offset) = place(handle);
+        self.chunks[chunk][offset]
+            .as_ref()
             .unwrap_or_else(|| panic!("get of free handle {handle}"))
     }
 
@@ -95,38 +96,41 @@ impl Slab {
     /// The links of `handle`, which must be pending (checked in debug
     /// builds only: release builds write without reading the entry).
     pub fn links(&self, handle: u32) -> Links {
-        debug_assert!(
-            self.try_get(handle).is_some(),
-            "links of free handle {handle}"
-        );
-        self.links[handle as usize / CHUNK][handle as usize % CHUNK]
+        let (chunk, offset) = self.pending_place(handle);
+        self.links[chunk][offset]
     }
 
     /// The links of `handle`, to write; see [`Slab::links`].
     pub fn links_mut(&mut self, handle: u32) -> &mut Links {
-        debug_assert!(
-            self.try_get(handle).is_some(),
-            "links of free handle {handle}"
-        );
-        &mut self.links[handle as usize / CHUNK][handle as usize % CHUNK]
+        let (chunk, offset) = self.pending_place(handle);
+        &mut self.links[chunk][offset]
     }
 
-    fn try_get(&self, handle: u32) -> Option<&Entry> {
-        self.chunks
-            .get(handle as usize / CHUNK)?
-            .get(handle as usize % CHUNK)?
-            .as_ref()
+    /// [`place`] of a handle that must be pending (checked in debug builds).
+    fn pending_place(&self, handle: u32) -> (usize, usize) {
+        let (chunk, offset) = place(handle);
+        debug_assert!(
+            self.chunks[chunk][offset].is_some(),
+            "links of free handle {handle}"
+        );
+        (chunk, offset)
     }
 
     fn slot_mut(&mut self, handle: u32) -> &mut Option<Entry> {
-        &mut self.chunks[handle as usize / CHUNK][handle as usize % CHUNK]
+        let (chunk, offset) = place(handle);
+        &mut self.chunks[chunk][offset]
     }
 
     /// Bytes held by the slab, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.chunks.len() * CHUNK * (std::mem::size_of::<Option<Entry>>() + size_of::<Links>())
+        self.chunks.len() * CHUNK * (size_of::<Option<Entry>>() + size_of::<Links>())
             + self.free.capacity() * std::mem::size_of::<u32>()
     }
+}
+
+/// The chunk and the offset in it of `handle`.
+fn place(handle: u32) -> (usize, usize) {
+    (handle as usize / CHUNK, handle as usize % CHUNK)
 }
 
 #[cfg(test)]
