@@ -408,6 +408,13 @@ impl StateMachineTest for WheelMachine {
                     }
                 } else {
                     w.advance_to(*tick, &mut out);
+                    // Exact again after an advance: it is what the
+                    // advance stopped at.
+                    assert_eq!(
+                        w.due_hint(),
+                        w.next_expiration().unwrap_or(u64::MAX),
+                        "{m:?}"
+                    );
                 }
                 assert_eq!(w.now(), m.now, "{m:?}");
                 let order: Vec<u64> = out.iter().map(due_of).collect();
@@ -454,6 +461,13 @@ impl StateMachineTest for WheelMachine {
             ),
             (next, due) => panic!("next_expiration={next:?} first due={due:?}; {m:?}"),
         }
+        // The O(1) hint a caller uses to skip the wheel is never late.
+        let next = w.next_expiration().unwrap_or(u64::MAX);
+        assert!(
+            w.due_hint() <= next,
+            "due_hint={} next_expiration={next}; {m:?}",
+            w.due_hint()
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! The engine: a sharded wheel, a ticker thread and a worker pool.
 //!
 //! ```text
-//!  schedule / cancel ──► shard[hash(id) % SHARDS] (Mutex<Wheel>)
+//!  schedule / cancel ──► shard[hash(id) % SHARDS] (Mutex<Wheel> + due tick)
 //!                                 │  ticker: every tick, in tick order
 //!                                 ▼
 //!                        bounded channel ──► N workers ──► Handler
@@ -31,6 +31,7 @@
 
 pub mod lag;
 mod pool;
+mod shard;
 mod ticker;
 
 use std::hash::BuildHasher;
@@ -50,6 +51,7 @@ use crate::journal::{Ack, AckStatus, Journal, JournalError, JournalStats, Op, Un
 use crate::wheel::{TickMapping, Wheel};
 use lag::LagWindow;
 use pool::RetryQueue;
+use shard::{Shard, ShardGuard};
 
 /// Longest delay accepted: 366 days.
 pub const MAX_DELAY_MS: u64 = 366 * 24 * 60 * 60 * 1000;
@@ -282,7 +284,7 @@ impl Builder {
         let hasher = DefaultHashBuilder::default();
         let shared = Arc::new(Shared {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(Wheel::with_hasher(ticks, hasher.clone())))
+                .map(|_| Shard::new(Wheel::with_hasher(ticks, hasher.clone())))
                 .collect(),
             hasher,
             ticks,
@@ -365,7 +367,7 @@ struct Counters {
 
 /// State shared by the API, the ticker and the workers.
 struct Shared {
-    shards: Box<[Mutex<Wheel>]>,
+    shards: Box<[Shard]>,
     /// The hasher of every shard's index, also used to pick the shard.
     hasher: DefaultHashBuilder,
     ticks: TickMapping,
@@ -390,7 +392,7 @@ struct Shared {
 
 impl Shared {
     /// The shard that holds `id`, and the id's hash for that shard's index.
-    fn shard(&self, id: &[u8]) -> (&Mutex<Wheel>, u64) {
+    fn shard(&self, id: &[u8]) -> (&Shard, u64) {
         // Middle bits: the wheel's own table uses the low and the top ones.
         let hash = self.hasher.hash_one(id);
         (&self.shards[(hash >> 32) as usize % SHARDS], hash)
@@ -729,15 +731,15 @@ impl Engine {
     /// Locks the shard of `id` for a change, unless shutdown has begun.
     /// Checked under the lock: `shutdown` sets the flag before it drains
     /// the shards, so a timer is either drained (and returned) or refused.
-    fn open_shard(
-        &self,
-        id: &[u8],
-    ) -> Result<(parking_lot::MutexGuard<'_, Wheel>, u64), ScheduleError> {
+    fn open_shard(&self, id: &[u8]) -> Result<(ShardGuard<'_>, u64), ScheduleError> {
         let (shard, hash) = self.shared.shard(id);
-        let wheel = shard.lock();
+        let mut wheel = shard.lock();
         if self.shared.shut_down.load(Ordering::SeqCst) {
             return Err(ScheduleError::ShutDown);
         }
+        // The ticker skips shards with nothing due, so this one may be
+        // behind the ticks already processed.
+        wheel.catch_up(self.shared.last_tick.load(Ordering::Relaxed));
         Ok((wheel, hash))
     }
 

@@ -4,7 +4,8 @@
 //! - Sleeps are computed from the clock towards the absolute start of the
 //!   next tick, so they never accumulate drift; after a stall, every tick
 //!   missed is processed in order, one tick at a time across all shards,
-//!   so each shard lock is held only for that tick's work.
+//!   so each shard lock is held only for that tick's work. Only shards
+//!   with something due are locked (see [`super::shard`]).
 //! - Entries taken out of a wheel are always handed on: `send` blocks while
 //!   the queue is full (back-pressure), it never drops.
 
@@ -62,23 +63,20 @@ pub(super) fn run_due(shared: &Shared) -> usize {
         }
     };
 
-    while let Some(tick) = next_tick_with_work(shared, target) {
-        for shard in shared.shards.iter() {
+    // Each pass takes the earliest tick any shard has due and advances just
+    // the shards due by then; the others are not locked at all. A timer
+    // scheduled meanwhile with its deadline already passed (due by
+    // `target`) is found by a later pass.
+    let mut tick = 0;
+    while let Some(due) = next_due(shared).filter(|&due| due <= target) {
+        tick = tick.max(due);
+        for shard in shared.shards.iter().filter(|s| s.due() <= tick) {
             shard.lock().advance_to(tick, &mut batch);
         }
         for fired in first_attempts(shared, &mut batch) {
             hand_off(fired, &mut inline);
         }
-        shared.last_tick.store(tick, Ordering::Relaxed);
-    }
-    // Shard locks are taken one at a time, so a timer may have been
-    // scheduled since the search above, due by `target` (its deadline
-    // already passed): this pass fires it, and it must be handed on too.
-    for shard in shared.shards.iter() {
-        shard.lock().advance_to(target, &mut batch);
-    }
-    for fired in first_attempts(shared, &mut batch) {
-        hand_off(fired, &mut inline);
+        shared.last_tick.fetch_max(tick, Ordering::Relaxed);
     }
     shared.last_tick.fetch_max(target, Ordering::Relaxed);
 
@@ -111,12 +109,12 @@ fn first_attempts<'a>(
     })
 }
 
-/// The first tick at or before `target` at which some shard has work.
-fn next_tick_with_work(shared: &Shared, target: u64) -> Option<u64> {
+/// The earliest tick at which some shard may have work.
+fn next_due(shared: &Shared) -> Option<u64> {
     shared
         .shards
         .iter()
-        .filter_map(|s| s.lock().next_expiration())
+        .map(|s| s.due())
         .min()
-        .filter(|&tick| tick <= target)
+        .filter(|&due| due != u64::MAX)
 }

@@ -26,7 +26,9 @@ use hashbrown::{DefaultHashBuilder, HashTable, hash_table};
 use std::hash::BuildHasher;
 
 use crate::id::OrderId;
-use level::{LEVELS, Level, MAX_TICKS, NIL, SLOTS, level_for, slot_for, slot_width};
+use level::{
+    LEVELS, Level, MAX_TICKS, NIL, SLOTS, level_for, slot_for, slot_start_after, slot_width,
+};
 use slab::{Entry, Links, Slab};
 
 /// Set on a `prev` field that names a slot rather than an entry.
@@ -93,6 +95,10 @@ pub struct Wheel {
     hasher: DefaultHashBuilder,
     /// Timers taken out by `remove` so far.
     removed: u64,
+    /// Never later than [`Wheel::next_expiration`] (`u64::MAX`: nothing to
+    /// do): every link lowers it, every advance makes it exact; a removal
+    /// leaves it early, which costs one look that finds nothing.
+    due_hint: u64,
 }
 
 impl std::fmt::Debug for Wheel {
@@ -124,6 +130,7 @@ impl Wheel {
             index: HashTable::new(),
             hasher,
             removed: 0,
+            due_hint: u64::MAX,
         }
     }
 
@@ -250,14 +257,35 @@ impl Wheel {
             .min()
     }
 
+    /// A tick no later than [`Wheel::next_expiration`], `u64::MAX` when
+    /// there is nothing to do, in O(1): a caller holding many wheels uses it
+    /// to skip those with nothing due, and looks closer only when it is due.
+    pub fn due_hint(&self) -> u64 {
+        self.due_hint
+    }
+
+    /// Moves `now` forward to `tick` when nothing is due by then, in O(1);
+    /// otherwise leaves the wheel as it is. A caller that skipped this wheel
+    /// while it had nothing due brings it up to date before adding a timer,
+    /// so that a deadline already passed is due at the next tick, not at one
+    /// already gone by.
+    pub fn catch_up(&mut self, tick: u64) {
+        if tick > self.now && self.due_hint > tick {
+            self.now = tick;
+        }
+    }
+
     /// Processes every tick up to and including `tick`, appending what fires
     /// to `out` in tick order.
     pub fn advance_to(&mut self, tick: u64, out: &mut Vec<Expired>) {
-        while let Some(next) = self.next_expiration() {
-            if next > tick {
-                break;
+        loop {
+            match self.next_expiration() {
+                Some(next) if next <= tick => self.process(next, out),
+                later => {
+                    self.due_hint = later.unwrap_or(u64::MAX);
+                    break;
+                }
             }
-            self.process(next, out);
         }
         self.now = self.now.max(tick);
     }
@@ -269,9 +297,11 @@ impl Wheel {
         match self.next_expiration() {
             Some(next) if next <= tick => {
                 self.process(next, out);
+                self.due_hint = self.next_expiration().unwrap_or(u64::MAX);
                 Some(next)
             }
-            _ => {
+            later => {
+                self.due_hint = later.unwrap_or(u64::MAX);
                 self.now = self.now.max(tick);
                 None
             }
@@ -293,6 +323,7 @@ impl Wheel {
             }
         }
         self.index.clear();
+        self.due_hint = u64::MAX;
         out
     }
 
@@ -324,6 +355,7 @@ impl Wheel {
         let placed = due.min(self.now + MAX_TICKS - 1);
         let level = level_for(self.now, placed);
         let slot = slot_for(placed, level);
+        self.due_hint = self.due_hint.min(slot_start_after(self.now, level, slot));
         let head = self.levels[level].head(slot);
         if head != NIL {
             self.entries.links_mut(head).prev = handle;
@@ -540,6 +572,21 @@ mod tests {
         assert!(fired_until(&mut w, 0).is_empty());
         assert_eq!(fired_until(&mut w, 1), vec![("a".into(), 1_000_001)]);
         assert_eq!(fired_until(&mut w, 2), vec![("b".into(), 1_002_000)]);
+    }
+
+    #[test]
+    fn catch_up_moves_only_an_idle_wheel() {
+        let mut w = wheel();
+        w.catch_up(100);
+        assert_eq!(w.now(), 100);
+        w.insert(id("a"), 150).unwrap();
+        assert_eq!(w.due_hint(), 150);
+        w.catch_up(200); // "a" is due by then: nothing moves
+        assert_eq!(w.now(), 100);
+        assert_eq!(fired_until(&mut w, 200), vec![("a".into(), 150)]);
+        assert_eq!(w.due_hint(), u64::MAX);
+        w.insert(id("late"), 5).unwrap();
+        assert_eq!(w.due_hint(), 201, "a passed deadline is due next tick");
     }
 
     #[test]
