@@ -3,8 +3,8 @@
 //! An [`OrderId`] is 24 bytes. Ids of up to [`INLINE_CAPACITY`] bytes (the
 //! common case: `o:12345678`, a UUID without dashes is 32) live inline and
 //! cost no heap allocation; longer ones are boxed. This keeps a wheel entry
-//! at 32 bytes (40 with its slot links), which is what makes the
-//! 64-bytes-per-timer budget reachable.
+//! at 32 bytes with its slot links (40 with its deadline), which is what
+//! makes the 64-bytes-per-timer budget reachable.
 
 use std::fmt;
 
@@ -78,6 +78,19 @@ impl OrderId {
     pub fn as_str(&self) -> &str {
         // Validation admits only 0x21..=0x7E, which is valid UTF-8.
         std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// The empty id, which [`OrderId::new`] never returns: marks a free
+    /// wheel entry without an `Option` tag that would have to be read
+    /// before the entry's other fields could be written.
+    pub(crate) const VACANT: OrderId = OrderId(Repr::Inline {
+        len: 0,
+        buf: [0; INLINE_CAPACITY],
+    });
+
+    /// Whether this is [`OrderId::VACANT`].
+    pub(crate) fn is_vacant(&self) -> bool {
+        matches!(self.0, Repr::Inline { len: 0, .. })
     }
 
     /// Whether the id needed a heap allocation.

@@ -576,7 +576,7 @@ impl Engine {
         // The wheel counts what it removed, under the lock already held: an
         // engine-wide atomic here would be one more locked instruction per
         // cancel, on a cache line that every core writes.
-        let removed = wheel.remove_hashed(hash, id).is_some();
+        let removed = wheel.remove_hashed(hash, id);
         Ok((removed, ack))
     }
 

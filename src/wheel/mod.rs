@@ -29,7 +29,7 @@ use crate::id::OrderId;
 use level::{
     LEVELS, Level, MAX_TICKS, NIL, SLOTS, level_for, slot_for, slot_start_after, slot_width,
 };
-use slab::{Entry, Links, Slab};
+use slab::{Links, Slab};
 
 /// Set on a `prev` field that names a slot rather than an entry.
 const TAG_BIT: u32 = 1 << 31;
@@ -169,7 +169,7 @@ impl Wheel {
 
     /// [`Wheel::get`] with `hash == self.hash(id)` already computed.
     pub(crate) fn get_hashed(&self, hash: u64, id: &[u8]) -> Option<u64> {
-        self.find(hash, id).map(|h| self.entries.get(h).deadline_ms)
+        self.find(hash, id).map(|h| self.entries.deadline(h))
     }
 
     /// Adds a timer; fails if `id` is already pending.
@@ -189,42 +189,57 @@ impl Wheel {
         // One probe: `entry` finds the id or the free bucket for it.
         let vacant = match self.index.entry(
             hash,
-            |&h| entries.get(h).id.as_bytes() == id.as_bytes(),
-            |&h| hasher.hash_one(entries.get(h).id.as_bytes()),
+            |&h| entries.id(h).as_bytes() == id.as_bytes(),
+            |&h| hasher.hash_one(entries.id(h).as_bytes()),
         ) {
             hash_table::Entry::Occupied(found) => {
-                let deadline_ms = self.entries.get(*found.get()).deadline_ms;
+                let deadline_ms = self.entries.deadline(*found.get());
                 return Err(AlreadyPending { deadline_ms });
             }
             hash_table::Entry::Vacant(vacant) => vacant,
         };
-        let handle = self.entries.insert(Entry { id, deadline_ms });
+        let handle = self.entries.insert(id, deadline_ms);
         vacant.insert(handle);
-        self.link(handle);
+        self.link(handle, deadline_ms);
         Ok(())
     }
 
     /// Removes a pending timer.
     pub fn remove(&mut self, id: &[u8]) -> Option<Expired> {
-        self.remove_hashed(self.hash(id), id)
+        let handle = self.take(self.hash(id), id)?;
+        let deadline_ms = self.entries.deadline(handle);
+        Some(Expired {
+            id: self.entries.remove(handle),
+            deadline_ms,
+        })
     }
 
-    /// [`Wheel::remove`] with `hash == self.hash(id)` already computed.
-    pub(crate) fn remove_hashed(&mut self, hash: u64, id: &[u8]) -> Option<Expired> {
+    /// [`Wheel::remove`] with `hash == self.hash(id)` already computed,
+    /// saying only whether the timer was pending: it does not read the
+    /// deadline, one cache line fewer when the wheel is out of cache.
+    pub(crate) fn remove_hashed(&mut self, hash: u64, id: &[u8]) -> bool {
+        match self.take(hash, id) {
+            Some(handle) => {
+                self.entries.remove(handle);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes a pending timer out of the index and its slot, and counts it
+    /// as removed; its handle stays valid until the caller frees it.
+    fn take(&mut self, hash: u64, id: &[u8]) -> Option<u32> {
         debug_assert_eq!(hash, self.hash(id), "stale hash for {id:?}");
         let entries = &self.entries;
         let found = self
             .index
-            .find_entry(hash, |&h| entries.get(h).id.as_bytes() == id)
+            .find_entry(hash, |&h| entries.id(h).as_bytes() == id)
             .ok()?;
         let (handle, _) = found.remove();
         self.unlink(handle);
-        let entry = self.entries.remove(handle);
         self.removed += 1;
-        Some(Expired {
-            id: entry.id,
-            deadline_ms: entry.deadline_ms,
-        })
+        Some(handle)
     }
 
     /// Moves a pending timer to a new deadline; returns the old one.
@@ -241,9 +256,9 @@ impl Wheel {
     ) -> Option<u64> {
         let handle = self.find(hash, id)?;
         self.unlink(handle);
-        let entry = self.entries.get_mut(handle);
-        let old = std::mem::replace(&mut entry.deadline_ms, deadline_ms);
-        self.link(handle);
+        let old = self.entries.deadline(handle);
+        self.entries.set_deadline(handle, deadline_ms);
+        self.link(handle, deadline_ms);
         Some(old)
     }
 
@@ -314,10 +329,10 @@ impl Wheel {
         for level in 0..LEVELS {
             for slot in 0..SLOTS {
                 self.take_slot(level, slot, |wheel, handle| {
-                    let entry = wheel.entries.remove(handle);
+                    let deadline_ms = wheel.entries.deadline(handle);
                     out.push(Expired {
-                        id: entry.id,
-                        deadline_ms: entry.deadline_ms,
+                        id: wheel.entries.remove(handle),
+                        deadline_ms,
                     });
                 });
             }
@@ -338,7 +353,7 @@ impl Wheel {
     fn find(&self, hash: u64, id: &[u8]) -> Option<u32> {
         debug_assert_eq!(hash, self.hash(id), "stale hash for {id:?}");
         self.index
-            .find(hash, |&h| self.entries.get(h).id.as_bytes() == id)
+            .find(hash, |&h| self.entries.id(h).as_bytes() == id)
             .copied()
     }
 
@@ -349,8 +364,8 @@ impl Wheel {
     }
 
     /// Puts an entry into the slot its deadline calls for, seen from `now`.
-    fn link(&mut self, handle: u32) {
-        let due = self.due_tick(self.entries.get(handle).deadline_ms);
+    fn link(&mut self, handle: u32, deadline_ms: u64) {
+        let due = self.due_tick(deadline_ms);
         // Beyond the wheel's reach: park at the far end and re-place later.
         let placed = due.min(self.now + MAX_TICKS - 1);
         let level = level_for(self.now, placed);
@@ -405,11 +420,11 @@ impl Wheel {
             if tick.is_multiple_of(slot_width(level)) {
                 let slot = slot_for(tick, level);
                 self.take_slot(level, slot, |wheel, handle| {
-                    let deadline_ms = wheel.entries.get(handle).deadline_ms;
+                    let deadline_ms = wheel.entries.deadline(handle);
                     if wheel.ticks.tick_of(deadline_ms) <= tick {
                         wheel.fire(handle, out);
                     } else {
-                        wheel.link(handle);
+                        wheel.link(handle, deadline_ms);
                     }
                 });
             }
@@ -417,26 +432,24 @@ impl Wheel {
         let slot = slot_for(tick, 0);
         self.take_slot(0, slot, |wheel, handle| {
             debug_assert!(
-                wheel.ticks.tick_of(wheel.entries.get(handle).deadline_ms) <= tick,
+                wheel.ticks.tick_of(wheel.entries.deadline(handle)) <= tick,
                 "early fire: deadline={} tick={tick}",
-                wheel.entries.get(handle).deadline_ms
+                wheel.entries.deadline(handle)
             );
             wheel.fire(handle, out);
         });
     }
 
     fn fire(&mut self, handle: u32, out: &mut Vec<Expired>) {
-        let entry = self.entries.remove(handle);
-        let hash = self.hasher.hash_one(entry.id.as_bytes());
+        let deadline_ms = self.entries.deadline(handle);
+        let id = self.entries.remove(handle);
+        let hash = self.hasher.hash_one(id.as_bytes());
         if let Ok(found) = self.index.find_entry(hash, |&h| h == handle) {
             found.remove();
         } else {
             debug_assert!(false, "fired entry {handle} missing from the index");
         }
-        out.push(Expired {
-            id: entry.id,
-            deadline_ms: entry.deadline_ms,
-        });
+        out.push(Expired { id, deadline_ms });
     }
 }
 
