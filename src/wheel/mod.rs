@@ -207,11 +207,7 @@ impl Wheel {
     /// Removes a pending timer.
     pub fn remove(&mut self, id: &[u8]) -> Option<Expired> {
         let handle = self.take(self.hash(id), id)?;
-        let deadline_ms = self.entries.deadline(handle);
-        Some(Expired {
-            id: self.entries.remove(handle),
-            deadline_ms,
-        })
+        Some(self.free(handle))
     }
 
     /// [`Wheel::remove`] with `hash == self.hash(id)` already computed,
@@ -329,11 +325,7 @@ impl Wheel {
         for level in 0..LEVELS {
             for slot in 0..SLOTS {
                 self.take_slot(level, slot, |wheel, handle| {
-                    let deadline_ms = wheel.entries.deadline(handle);
-                    out.push(Expired {
-                        id: wheel.entries.remove(handle),
-                        deadline_ms,
-                    });
+                    out.push(wheel.free(handle));
                 });
             }
         }
@@ -441,15 +433,23 @@ impl Wheel {
     }
 
     fn fire(&mut self, handle: u32, out: &mut Vec<Expired>) {
-        let deadline_ms = self.entries.deadline(handle);
-        let id = self.entries.remove(handle);
-        let hash = self.hasher.hash_one(id.as_bytes());
+        let expired = self.free(handle);
+        let hash = self.hasher.hash_one(expired.id.as_bytes());
         if let Ok(found) = self.index.find_entry(hash, |&h| h == handle) {
             found.remove();
         } else {
             debug_assert!(false, "fired entry {handle} missing from the index");
         }
-        out.push(Expired { id, deadline_ms });
+        out.push(expired);
+    }
+
+    /// Frees the slab entry of a timer already out of its slot; returns it.
+    fn free(&mut self, handle: u32) -> Expired {
+        let deadline_ms = self.entries.deadline(handle);
+        Expired {
+            id: self.entries.remove(handle),
+            deadline_ms,
+        }
     }
 }
 
