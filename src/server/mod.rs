@@ -22,6 +22,7 @@
 
 mod commands;
 mod connection;
+mod figures;
 mod hub;
 mod metrics;
 pub mod serve;
@@ -97,7 +98,7 @@ pub(crate) struct Shared {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub config: Config,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     pub started: Instant,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
@@ -115,6 +116,7 @@ pub(crate) fn run(
     listener: std::net::TcpListener,
     engine: Engine,
     hub: Arc<Hub>,
+    counters: Arc<Counters>,
     config: Config,
     shutdown: Receiver<()>,
 ) -> io::Result<()> {
@@ -127,7 +129,7 @@ pub(crate) fn run(
             io_threads: config.io_threads.max(1),
             ..config
         },
-        counters: Counters::default(),
+        counters,
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
