@@ -284,7 +284,7 @@ fn journal_section(engine: &Engine) -> Section {
             gauge(
                 "rebuilt_timers",
                 "Timers read back from the journal at start.",
-                r.total as u64,
+                r.total,
             ),
             gauge(
                 "rebuild_ms",
@@ -294,17 +294,17 @@ fn journal_section(engine: &Engine) -> Section {
             gauge(
                 "overdue_at_rebuild",
                 "Timers already due when they were read back at start.",
-                r.overdue as u64,
+                r.overdue,
             ),
             gauge(
                 "refired_after_restart",
                 "Overdue timers that may have fired before the restart too.",
-                r.refired as u64,
+                r.refired,
             ),
             gauge(
                 "invalid_journal_entries",
                 "Journal entries skipped at start as unreadable.",
-                r.invalid as u64,
+                r.invalid,
             ),
         ],
     }
