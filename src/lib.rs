@@ -14,13 +14,15 @@
 //!   rebuild at start, outage handling; the exactly-once Redis Stream sink.
 //! - [`sink`]: ready-made close-order handlers: the HTTP webhook.
 //! - [`clock`]: time sources, including a manual clock for tests.
+//! - [`limits`]: how long an id and a delay may be, in one leaf module.
 //! - [`id`]: order ids, stored inline when short.
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
 //! - [`server`]: the `mio` event loop, connections, commands, pub/sub.
-//! - `model` (hidden): a reference model of the engine, for the property
-//!   tests and the fuzz target.
-#![warn(missing_debug_implementations, rust_2018_idioms)]
+//! - `model` and `fuzzing` (feature `testing`, hidden): a reference model
+//!   of the engine and the fuzz targets' checks, for the tests and `fuzz/`
+//!   only; the release binary contains neither.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 pub mod clock;
@@ -28,6 +30,8 @@ pub mod engine;
 pub mod handler;
 pub mod id;
 pub mod journal;
+pub mod limits;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod model;
 pub mod protocol;
@@ -35,11 +39,12 @@ pub mod server;
 pub mod sink;
 pub mod wheel;
 
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzzing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Builder, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
+pub use engine::{Builder, Change, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
 pub use id::{InvalidId, OrderId};
 pub use journal::{Ack, AckStatus, Journal, JournalConfig, JournalError};

@@ -22,8 +22,10 @@
 
 mod commands;
 mod connection;
-pub mod hub;
-pub mod metrics;
+mod figures;
+mod hub;
+mod metrics;
+pub mod serve;
 
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +42,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::engine::Engine;
 use connection::{Connection, Drive};
 use hub::Hub;
+pub use serve::{Delivery, ServeConfig, ServeError, serve, shutdown_on_signals};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -53,6 +56,8 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 pub struct Config {
     /// I/O threads, each with its own poll loop; at least 1.
     pub io_threads: usize,
+    /// Connections served at once; more are answered
+    /// `-ERR max number of clients reached` and closed.
     pub max_clients: usize,
     /// Close connections idle this long (not subscribers); `None`: never.
     pub idle_timeout: Option<Duration>,
@@ -76,7 +81,7 @@ impl Default for Config {
 
 /// Server-wide counters shown by `INFO`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
@@ -89,11 +94,11 @@ pub struct Counters {
 
 /// State every I/O thread shares.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub config: Config,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     pub started: Instant,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
@@ -107,10 +112,11 @@ pub struct Shared {
 /// Runs the server on `listener` until `shutdown` fires or is dropped.
 /// `engine`'s handler should publish to `hub` (see [`hub::Hub::publish`]);
 /// the engine is shut down before this returns.
-pub fn run(
+pub(crate) fn run(
     listener: std::net::TcpListener,
     engine: Engine,
     hub: Arc<Hub>,
+    counters: Arc<Counters>,
     config: Config,
     shutdown: Receiver<()>,
 ) -> io::Result<()> {
@@ -123,7 +129,7 @@ pub fn run(
             io_threads: config.io_threads.max(1),
             ..config
         },
-        counters: Counters::default(),
+        counters,
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
@@ -131,6 +137,19 @@ pub fn run(
         engine_closed: AtomicBool::new(false),
     });
 
+    let (threads, handles) = start_io_threads(&shared, listener)?;
+    let _ = shutdown.recv();
+    shut_down(&shared, threads, &handles)
+}
+
+/// A running I/O thread.
+type IoThread = JoinHandle<io::Result<()>>;
+
+/// One I/O thread per `config.io_threads`, the first one also accepting.
+fn start_io_threads(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+) -> io::Result<(Vec<IoThread>, Vec<Handle>)> {
     let mut loops = Vec::new();
     for n in 0..shared.config.io_threads {
         loops.push(IoLoop::new(n, shared.clone())?);
@@ -142,7 +161,7 @@ pub fn run(
             let _ = waker.wake();
         });
     }
-    let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
+    let mut threads = Vec::new();
     let mut listener = Some(listener);
     for mut io_loop in loops {
         if let Some(mut listener) = listener.take() {
@@ -158,11 +177,15 @@ pub fn run(
                 .spawn(move || io_loop.run())?,
         );
     }
+    Ok((threads, handles))
+}
 
-    let _ = shutdown.recv();
+/// Stops accepting, lets the I/O threads answer what they received, shuts
+/// the engine down, then joins the threads.
+fn shut_down(shared: &Shared, threads: Vec<IoThread>, handles: &[Handle]) -> io::Result<()> {
     tracing::info!("shutting down: no new connections, answering what was received");
     shared.stopping.store(true, Ordering::SeqCst);
-    for handle in &handles {
+    for handle in handles {
         let _ = handle.waker.wake();
     }
     // Shut the engine down once the I/O threads have answered what they
@@ -177,7 +200,7 @@ pub fn run(
     }
     let left = shared.engine.shutdown();
     shared.engine_closed.store(true, Ordering::SeqCst);
-    for handle in &handles {
+    for handle in handles {
         let _ = handle.waker.wake();
     }
     let mut result = Ok(());
@@ -549,6 +572,6 @@ fn pump_subscription(conn: &mut Connection, limit: usize) -> io::Result<bool> {
 }
 
 /// Binds `addr` (port 0 picks a free port).
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr)
 }

@@ -61,6 +61,7 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// The defaults for `url`: 5 s per exchange, 64 kept connections.
     pub fn new(url: impl Into<String>) -> WebhookConfig {
         WebhookConfig {
             url: url.into(),
@@ -74,9 +75,17 @@ impl WebhookConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookError {
     /// The URL does not parse, or has no host.
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Not `http://` (`https://` needs TLS, which this build leaves out).
-    UnsupportedScheme { url: String },
+    UnsupportedScheme {
+        /// The URL as given.
+        url: String,
+    },
 }
 
 impl std::fmt::Display for WebhookError {
@@ -100,9 +109,19 @@ impl std::error::Error for WebhookError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryError {
     /// The endpoint answered with a status outside 2xx.
-    Status { status: u16, body_excerpt: String },
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body, for the log and the dead letter.
+        body_excerpt: String,
+    },
     /// No complete answer within [`WebhookConfig::timeout`].
-    Timeout { after: Duration, phase: String },
+    Timeout {
+        /// The configured timeout.
+        after: Duration,
+        /// What was going on: connecting, sending, reading.
+        phase: String,
+    },
     /// Connecting, sending or reading failed (refused, reset, bad reply).
     Transport(String),
 }
@@ -133,8 +152,8 @@ impl std::error::Error for DeliveryError {}
 /// ```no_run
 /// use timewheel::sink::{WebhookConfig, WebhookSink};
 /// let sink = WebhookSink::new(WebhookConfig::new("http://127.0.0.1:8080/close"))?;
-/// let engine = timewheel::Engine::builder().workers(32).build(sink);
-/// # Ok::<(), timewheel::sink::WebhookError>(())
+/// let engine = timewheel::Engine::builder().workers(32).build(sink)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct WebhookSink {
     agent: ureq::Agent,
@@ -208,6 +227,7 @@ impl WebhookSink {
         })
     }
 
+    /// The endpoint, as configured.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -258,7 +278,7 @@ impl WebhookSink {
     /// endpoint must show in the log without a line per retry.
     fn note_failure(&self, fired: &Fired, error: &DeliveryError) {
         self.failures_unreported.fetch_add(1, Ordering::Relaxed);
-        let now_ms = now_ms();
+        let now_ms = crate::clock::unix_ms();
         let last = self.last_warn_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) < WARN_EVERY_MS
             || self
@@ -320,12 +340,6 @@ impl Resolver for CachedResolver {
         *self.last.lock() = Some((key, Instant::now(), addrs.clone()));
         Ok(addrs)
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `{"id":"...","deadline_ms":N,"fired_ms":N,"attempt":N}`.
