@@ -447,7 +447,7 @@ impl SharedTimers for SharedWheel {
     }
 
     fn cancel(&self, id: &Id) -> bool {
-        self.engine.cancel(id)
+        self.engine.cancel(id).is_ok()
     }
 
     fn advance_second(&self) -> u64 {
