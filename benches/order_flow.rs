@@ -39,8 +39,9 @@
 //! Criterion measures one structure after another; on a shared machine the
 //! load changes between them. `ORDER_FLOW_ROUNDS=7 cargo bench --bench
 //! order_flow` instead runs every structure in turn, round after round, and
-//! prints each one's median time per step and its ratio to the engine's in
-//! the same round (median over rounds; [`ratios`]), without criterion.
+//! prints each one's median wall and on-CPU time per step and its ratio to
+//! the engine's in the same round (median over rounds; [`ratios`]), without
+//! criterion. On-CPU time leaves out the time a thread waited for a core.
 
 mod common;
 
@@ -199,6 +200,27 @@ fn ready<T>(fut: impl Future<Output = T>) -> T {
         unreachable!("a synchronous structure suspended");
     };
     out
+}
+
+/// On-CPU nanoseconds of the runs so far, summed over their threads; read
+/// and reset by [`ratios`]. On a machine shared with other jobs, time spent
+/// waiting for a core shows in wall time but not here.
+static CPU_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f`, adding the calling thread's on-CPU time to [`CPU_NS`].
+fn on_cpu<R>(f: impl FnOnce() -> R) -> R {
+    let start = thread_cpu_ns();
+    let out = f();
+    CPU_NS.fetch_add(thread_cpu_ns().saturating_sub(start), Ordering::Relaxed);
+    out
+}
+
+/// The calling thread's on-CPU time (Linux `schedstat`; 0 elsewhere).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 // ---- timewheel ------------------------------------------------------------
@@ -594,7 +616,7 @@ impl<S: SharedTimers> SharedRun<S> {
             for wl in &mut self.workloads {
                 s.spawn(move || {
                     let mut sharing = Sharing { timers, now_s };
-                    timers.on_thread(|| run_sync(&mut sharing, wl, per))
+                    on_cpu(|| timers.on_thread(|| run_sync(&mut sharing, wl, per)))
                 });
             }
         });
@@ -780,7 +802,7 @@ fn exclusive<T: Timers + 'static>(mut timers: T, pending: usize) -> Run {
     let mut wl = Workload::new(pending);
     wl.prefill(&mut timers, pending);
     Box::new(move |iters| {
-        let elapsed = run_sync(&mut timers, &mut wl, iters);
+        let elapsed = on_cpu(|| run_sync(&mut timers, &mut wl, iters));
         wl.verify(&timers);
         elapsed
     })
@@ -801,12 +823,14 @@ fn exclusive_delay_queue(pending: usize) -> Run {
     let mut state = State { timers, wl, rt };
     Box::new(move |iters| {
         let State { timers, wl, rt } = &mut state;
-        let elapsed = rt.block_on(async {
-            let start = Instant::now();
-            for _ in 0..iters {
-                wl.step(timers).await;
-            }
-            start.elapsed()
+        let elapsed = on_cpu(|| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    wl.step(timers).await;
+                }
+                start.elapsed()
+            })
         });
         wl.verify(timers);
         elapsed
@@ -888,48 +912,51 @@ fn order_flow_shared(c: &mut Criterion) {
 /// The interleaved report (`ORDER_FLOW_ROUNDS=n`): for each pending count
 /// and each way of running (exclusive, shared by 1 and by 2 threads), every
 /// structure runs `steps` steps in turn, `rounds` times after one warm-up
-/// round. Prints markdown rows: each structure's median ns per step, and
-/// its median ratio to the engine's time in the same round (above 1: the
-/// engine is faster).
+/// run. Prints markdown rows: each structure's median wall and on-CPU ns
+/// per step (on-CPU summed over its threads), and the median over rounds of
+/// its time divided by the engine's in the same round (above 1: the engine
+/// is faster).
 fn ratios(rounds: usize) {
     println!(
-        "| pending | run | structure | median ns/step | ÷ timewheel (median of rounds) | min–max ratio |"
+        "| pending | run | structure | wall ns/step | wall ÷ timewheel | on-CPU ns/step | on-CPU ÷ timewheel |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     for pending in PENDING {
-        // About 0.1 s per structure and round.
-        let steps = if pending <= 10_000 { 400_000 } else { 100_000 };
+        // About 0.1 s per structure and round on a quiet machine.
+        let steps: u64 = if pending <= 10_000 { 400_000 } else { 100_000 };
         for threads in [0, 1, 2] {
             let mut runs = contenders(pending, threads);
             for (_, run) in &mut runs {
                 run(steps / 4); // warm up
             }
-            let mut ns: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+            // wall[i][round], cpu[i][round]: ns per step.
+            let mut wall = vec![Vec::new(); runs.len()];
+            let mut cpu = vec![Vec::new(); runs.len()];
             for round in 0..rounds {
                 // Rotate who goes first, so no structure always follows
                 // the same one.
                 for k in 0..runs.len() {
                     let i = (round + k) % runs.len();
+                    CPU_NS.store(0, Ordering::Relaxed);
                     let elapsed = (runs[i].1)(steps);
-                    ns[i].push(elapsed.as_nanos() as f64 / steps as f64);
+                    wall[i].push(elapsed.as_nanos() as f64 / steps as f64);
+                    cpu[i].push(CPU_NS.load(Ordering::Relaxed) as f64 / steps as f64);
                 }
             }
-            let median = |v: &mut Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
+            let ratio =
+                |v: &[Vec<f64>], i: usize| median((0..rounds).map(|r| v[i][r] / v[0][r]).collect());
             for (i, (name, _)) in runs.iter().enumerate() {
-                let mut ratio: Vec<f64> = (0..rounds).map(|r| ns[i][r] / ns[0][r]).collect();
-                let (lo, hi) = (
-                    ratio.iter().copied().fold(f64::MAX, f64::min),
-                    ratio.iter().copied().fold(0.0, f64::max),
-                );
-                let mut own = ns[i].clone();
                 println!(
-                    "| {pending} | {} | {name} | {:.1} | {:.2} | {lo:.2}–{hi:.2} |",
+                    "| {pending} | {} | {name} | {:.1} | {:.2} | {:.1} | {:.2} |",
                     threads_label(threads),
-                    median(&mut own),
-                    median(&mut ratio),
+                    median(wall[i].clone()),
+                    ratio(&wall, i),
+                    median(cpu[i].clone()),
+                    ratio(&cpu, i),
                 );
             }
         }
