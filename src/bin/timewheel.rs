@@ -1,7 +1,7 @@
 //! `cargo run --release -- serve` starts the order-timeout server on
 //! 127.0.0.1:7379. See `timewheel serve --help` for the flags.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,12 +12,22 @@ use timewheel::server::{self, Config, hub::Hub};
 use timewheel::sink::{WebhookConfig, WebhookSink};
 use timewheel::{Engine, Fired, Handler, HandlerResult, Journal, JournalConfig, RetryPolicy};
 
+/// Shown under every `--help`: the one setting that is not a flag.
+const LOGGING_HELP: &str = "Every serve flag can also be set by the environment variable shown \
+beside it (TIMEWHEEL_*). Logs go to stderr, filtered by RUST_LOG (default: info; for \
+instance RUST_LOG=timewheel=debug).";
+
 /// Workers when `--webhook` is given and `--workers` is not: each waits on
 /// one HTTP exchange at a time, so they are many and mostly idle.
 const WEBHOOK_WORKERS: usize = 64;
 
 #[derive(Parser, Debug)]
-#[command(name = "timewheel", version, about = "Close unpaid orders on time")]
+#[command(
+    name = "timewheel",
+    version,
+    about = "Close unpaid orders on time",
+    after_help = LOGGING_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,32 +35,34 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the RESP-compatible protocol (redis-cli, redis clients, nc).
+    /// Serve the RESP-compatible protocol (redis-cli and Redis client libraries).
+    #[command(after_help = LOGGING_HELP)]
     Serve(ServeArgs),
 }
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:7379")]
-    bind: SocketAddr,
+    /// Address to listen on, HOST:PORT (a host name such as localhost works); port 0
+    /// picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7379", env = "TIMEWHEEL_BIND")]
+    bind: String,
     /// Tick length in milliseconds: timers fire within one tick after their deadline.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), env = "TIMEWHEEL_TICK_MS")]
     tick_ms: u64,
     /// Worker threads running the close-order task [default: number of cores; 64 with --webhook].
-    #[arg(long)]
+    #[arg(long, env = "TIMEWHEEL_WORKERS")]
     workers: Option<usize>,
     /// I/O threads, each with its own event loop.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64), env = "TIMEWHEEL_IO_THREADS")]
     io_threads: u64,
     /// Connections accepted at once; more get `-ERR max number of clients reached`.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "TIMEWHEEL_MAX_CLIENTS")]
     max_clients: usize,
     /// Close a client idle for this many seconds (0: never). Subscribers are exempt.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "TIMEWHEEL_IDLE_TIMEOUT_S")]
     idle_timeout_s: u64,
     /// Bytes of unread `fired` messages after which a subscriber is disconnected.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, default_value_t = 16 * 1024 * 1024, env = "TIMEWHEEL_MAX_SUBSCRIBER_BACKLOG")]
     max_subscriber_backlog: usize,
     /// Password clients must send with AUTH (or HELLO 3 AUTH default PASS).
     /// Prefer the environment variable, so it does not show in `ps`.
@@ -58,7 +70,7 @@ struct ServeArgs {
     requirepass: Option<String>,
     /// Allow a non-loopback --bind without --requirepass. Anyone who can reach
     /// the port could then cancel every pending order.
-    #[arg(long)]
+    #[arg(long, env = "TIMEWHEEL_UNSAFE_NO_AUTH")]
     unsafe_no_auth: bool,
     /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0. Without
     /// it, timers live in memory only and are lost on exit. A URL with a password
@@ -67,39 +79,50 @@ struct ServeArgs {
     #[arg(long, env = "TIMEWHEEL_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
     /// Prefix of the journal's Redis keys (`<prefix>due`, `<prefix>meta`, `<prefix>dead`).
-    #[arg(long, default_value = "tw:")]
+    #[arg(long, default_value = "tw:", env = "TIMEWHEEL_KEY_PREFIX")]
     key_prefix: String,
     /// Give up starting if Redis cannot be reached for this many seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, env = "TIMEWHEEL_REDIS_CONNECT_TIMEOUT_S")]
     redis_connect_timeout_s: u64,
     /// Close orders by moving each fired one, exactly once, from the journal into
     /// this Redis Stream (`XADD KEY * id .. deadline_ms .. fired_ms ..`). Needs --redis.
-    #[arg(long, requires = "redis")]
+    #[arg(long, requires = "redis", env = "TIMEWHEEL_STREAM")]
     stream: Option<String>,
     /// Close orders by POSTing each fired one to this http:// URL: JSON body
     /// {"id","deadline_ms","fired_ms","attempt"}, header Idempotency-Key: <id>.
     /// A 2xx reply means closed; anything else is retried (at least once).
-    #[arg(long, value_name = "URL", conflicts_with = "stream")]
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "stream",
+        env = "TIMEWHEEL_WEBHOOK"
+    )]
     webhook: Option<String>,
+    /// With --redis and neither --stream nor --webhook: accept that fired orders only go
+    /// to `SUBSCRIBE fired` connections, best effort. An order that fires while nobody
+    /// listens (at a restart, for instance) then leaves the journal unseen. Without this
+    /// flag the server refuses to start in that configuration.
+    #[arg(long, env = "TIMEWHEEL_BEST_EFFORT_DELIVERY")]
+    best_effort_delivery: bool,
     /// A webhook exchange (connect, request, reply) slower than this is a failed attempt.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000), env = "TIMEWHEEL_WEBHOOK_TIMEOUT_MS")]
     webhook_timeout_ms: u64,
     /// Attempts per order, the first included, before it is dead-lettered.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000), env = "TIMEWHEEL_MAX_ATTEMPTS")]
     max_attempts: u32,
     /// Wait before the first retry; it doubles per attempt up to --retry-max-ms,
     /// scaled by a random factor in [0.5, 1]. The defaults spread 10 attempts over about an hour.
-    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u64).range(1..), env = "TIMEWHEEL_RETRY_INITIAL_MS")]
     retry_initial_ms: u64,
     /// Longest wait between two attempts.
-    #[arg(long, default_value_t = 1_800_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1_800_000, value_parser = clap::value_parser!(u64).range(1..), env = "TIMEWHEEL_RETRY_MAX_MS")]
     retry_max_ms: u64,
     /// Serve the INFO timer and delivery figures in the Prometheus text format
     /// at http://ADDR/metrics (unauthenticated, read-only).
-    #[arg(long, value_name = "ADDR")]
-    metrics_bind: Option<SocketAddr>,
+    #[arg(long, value_name = "ADDR", env = "TIMEWHEEL_METRICS_BIND")]
+    metrics_bind: Option<String>,
     /// A Redis round trip slower than this counts as Redis being lost.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..), env = "TIMEWHEEL_REDIS_TIMEOUT_MS")]
     redis_timeout_ms: u64,
 }
 
@@ -126,9 +149,43 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `HOST:PORT` to one address: the first the name resolves to (IPv4 and
+/// IPv6 literals resolve to themselves).
+fn resolve(flag: &str, addr: &str) -> anyhow::Result<SocketAddr> {
+    let mut addrs = addr
+        .to_socket_addrs()
+        .with_context(|| format!("{flag} {addr}: expected HOST:PORT, e.g. 127.0.0.1:7379"))?;
+    addrs
+        .next()
+        .with_context(|| format!("{flag} {addr}: the name resolves to no address"))
+}
+
+/// Where fired orders go, as the start-up log line says it.
+fn fired_orders_go_to(args: &ServeArgs) -> anyhow::Result<String> {
+    Ok(match (&args.redis, &args.stream, &args.webhook) {
+        (_, Some(stream), _) => format!(
+            "into the Redis Stream {stream}, exactly once (and to SUBSCRIBE fired, best effort)"
+        ),
+        (_, None, Some(url)) => {
+            format!("to the webhook {url}, at least once (and to SUBSCRIBE fired, best effort)")
+        }
+        (Some(_), None, None) if !args.best_effort_delivery => bail!(
+            "refusing to start with --redis but no reliable sink: a fired order would only be \
+             pushed to SUBSCRIBE fired connections and then leave the journal, so one that fires \
+             while nobody listens (at a restart, for instance) would be lost. Give --stream KEY \
+             (exactly once into a Redis Stream) or --webhook URL (at least once), or pass \
+             --best-effort-delivery to accept that loss"
+        ),
+        (_, None, None) => "only to SUBSCRIBE fired connections, best effort: an order that \
+                            fires while nobody listens is not seen by anyone"
+            .to_owned(),
+    })
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let requirepass = args.requirepass.filter(|p| !p.is_empty());
-    if !args.bind.ip().is_loopback() && requirepass.is_none() && !args.unsafe_no_auth {
+    let requirepass = args.requirepass.clone().filter(|p| !p.is_empty());
+    let bind = resolve("--bind", &args.bind)?;
+    if !bind.ip().is_loopback() && requirepass.is_none() && !args.unsafe_no_auth {
         bail!(
             "refusing to listen on {} without a password: anyone who can reach it could cancel \
              every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), bind to 127.0.0.1, \
@@ -136,6 +193,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.bind
         );
     }
+    let fired_orders_go = fired_orders_go_to(&args)?;
     let hub = Arc::new(Hub::default());
     // Without --workers: WEBHOOK_WORKERS with --webhook, else the engine's
     // default (the number of cores).
@@ -183,12 +241,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("no --redis given: timers are kept in memory only and are lost on exit")
         }
     }
+    tracing::info!("fired orders go {fired_orders_go}");
     let engine = builder.try_build(ServeHandler {
         hub: hub.clone(),
         sink,
     })?;
 
-    if let Some(addr) = args.metrics_bind {
+    if let Some(addr) = &args.metrics_bind {
+        let addr = resolve("--metrics-bind", addr)?;
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("bind --metrics-bind {addr}"))?;
         let local = listener.local_addr()?;
@@ -199,7 +259,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })?;
         tracing::info!("metrics on http://{local}/metrics");
     }
-    let listener = server::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
+    let listener = server::bind(bind).with_context(|| format!("bind {bind}"))?;
     let local = listener.local_addr()?;
     tracing::info!("listening on {local}");
 
