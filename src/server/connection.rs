@@ -71,6 +71,8 @@ pub struct Session {
     /// Close once the output is flushed (QUIT, protocol error).
     pub closing: bool,
     pub id: u64,
+    /// The client's address, for the rate-limited AUTH failure log.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// What the event loop should do with a connection after driving it.
@@ -112,6 +114,7 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     pub fn new(stream: TcpStream, id: u64, authenticated: bool) -> Connection {
+        let peer = stream.peer_addr().ok().map(|addr| addr.ip());
         Connection {
             stream,
             session: Session {
@@ -123,6 +126,7 @@ impl Connection {
                 subscription: None,
                 closing: false,
                 id,
+                peer,
             },
             last_active: Instant::now(),
             protocol_errors: 0,

@@ -20,6 +20,7 @@
 //!   answer what was already received, flush for up to
 //!   [`SHUTDOWN_FLUSH`], then shut the engine down.
 
+mod auth_log;
 mod commands;
 mod connection;
 pub mod hub;
@@ -94,6 +95,8 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     pub config: Config,
     pub counters: Counters,
+    /// Failed AUTHs, logged at most once per interval per client address.
+    auth_log: auth_log::AuthFailureLog,
     pub started: Instant,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
@@ -124,6 +127,7 @@ pub fn run(
             ..config
         },
         counters: Counters::default(),
+        auth_log: auth_log::AuthFailureLog::default(),
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
