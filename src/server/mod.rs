@@ -96,7 +96,7 @@ pub struct Shared {
     pub config: Config,
     pub counters: Counters,
     /// Failed AUTHs, logged at most once per interval per client address.
-    auth_log: auth_log::AuthFailureLog,
+    pub(crate) auth_log: auth_log::AuthFailureLog,
     pub started: Instant,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
