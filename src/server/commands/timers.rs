@@ -51,6 +51,14 @@ pub(super) fn schedule(
                 id.as_bytes().escape_ascii()
             ),
         ),
+        Err(ScheduleError::DelayTooLong) => write_error(
+            out,
+            format_args!(
+                "ERR deadline must be Unix time in milliseconds at most {MAX_DELAY_DAYS} days \
+                 ahead; got {deadline}, {} days ahead",
+                deadline.saturating_sub(shared.engine.now_ms()) / (24 * 60 * 60 * 1000)
+            ),
+        ),
         Err(error) => write_schedule_error(out, error),
     }
     None
@@ -106,7 +114,7 @@ fn write_schedule_error(out: &mut Vec<u8>, error: ScheduleError) {
         ScheduleError::ShutDown => write_error(out, "ERR server is shutting down"),
         ScheduleError::DelayTooLong => write_error(
             out,
-            format_args!("ERR deadline is more than {MAX_DELAY_DAYS} days away"),
+            format_args!("ERR deadline is more than {MAX_DELAY_DAYS} days ahead"),
         ),
         ScheduleError::AlreadyScheduled { .. }
         | ScheduleError::NotScheduled
