@@ -1,32 +1,29 @@
 //! `cargo run --release -- serve` starts the order-timeout server on
 //! 127.0.0.1:7379. See `timewheel serve --help` for the flags.
+//!
+//! Parse flags, install logging, build the settings, `server::serve`: the
+//! wiring lives in the library (`src/server/serve.rs`), and every default
+//! shown by `--help` is the library's own.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use timewheel::server::{self, Config, hub::Hub};
-use timewheel::sink::{WebhookConfig, WebhookSink};
-use timewheel::{Engine, Fired, Handler, HandlerResult, Journal, JournalConfig, RetryPolicy};
+use timewheel::server::{self, Config, ServeConfig, serve::DEFAULT_BIND};
+use timewheel::sink::WebhookConfig;
+use timewheel::{JournalConfig, RetryPolicy};
 
-/// Shown under every `--help`: the one setting that is not a flag.
-const LOGGING_HELP: &str = "Every serve flag can also be set by the environment variable shown \
-beside it (TIMEWHEEL_*). Logs go to stderr, filtered by RUST_LOG (default: info; for \
-instance RUST_LOG=timewheel=debug).";
-
-/// Workers when `--webhook` is given and `--workers` is not: each waits on
-/// one HTTP exchange at a time, so they are many and mostly idle.
-const WEBHOOK_WORKERS: usize = 64;
+/// Shown under every `--help`: what is set outside the flags.
+const ENVIRONMENT_HELP: &str = "Every serve flag can also be set by the environment variable shown \
+beside it (TIMEWHEEL_*); a flag on the command line wins. Logs go to stderr, filtered by RUST_LOG \
+(default: info; for instance RUST_LOG=timewheel=debug).";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "timewheel",
     version,
     about = "Close unpaid orders on time",
-    after_help = LOGGING_HELP
+    after_help = ENVIRONMENT_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,33 +33,46 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the RESP-compatible protocol (redis-cli and Redis client libraries).
-    #[command(after_help = LOGGING_HELP)]
+    #[command(after_help = ENVIRONMENT_HELP)]
     Serve(ServeArgs),
+}
+
+/// The library's defaults, shown by `--help`.
+fn defaults() -> (Config, JournalConfig, WebhookConfig, RetryPolicy) {
+    (
+        Config::default(),
+        JournalConfig::new(""),
+        WebhookConfig::new(""),
+        RetryPolicy::default(),
+    )
+}
+
+fn ms(duration: Duration) -> u64 {
+    duration.as_millis().min(u64::MAX as u128) as u64
 }
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// Address to listen on, HOST:PORT (a host name such as localhost works); port 0
-    /// picks a free port.
-    #[arg(long, default_value = "127.0.0.1:7379", env = "TIMEWHEEL_BIND")]
+    /// Address to listen on (host:port); port 0 picks a free port.
+    #[arg(long, default_value = DEFAULT_BIND, env = "TIMEWHEEL_BIND")]
     bind: String,
     /// Tick length in milliseconds: timers fire within one tick after their deadline.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), env = "TIMEWHEEL_TICK_MS")]
+    #[arg(long, default_value_t = ms(timewheel::engine::DEFAULT_TICK), value_parser = clap::value_parser!(u64).range(1..=3_600_000), env = "TIMEWHEEL_TICK_MS")]
     tick_ms: u64,
     /// Worker threads running the close-order task [default: number of cores; 64 with --webhook].
     #[arg(long, env = "TIMEWHEEL_WORKERS")]
     workers: Option<usize>,
     /// I/O threads, each with its own event loop.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64), env = "TIMEWHEEL_IO_THREADS")]
+    #[arg(long, default_value_t = defaults().0.io_threads as u64, value_parser = clap::value_parser!(u64).range(1..=64), env = "TIMEWHEEL_IO_THREADS")]
     io_threads: u64,
     /// Connections accepted at once; more get `-ERR max number of clients reached`.
-    #[arg(long, default_value_t = 10_000, env = "TIMEWHEEL_MAX_CLIENTS")]
+    #[arg(long, default_value_t = defaults().0.max_clients, env = "TIMEWHEEL_MAX_CLIENTS")]
     max_clients: usize,
     /// Close a client idle for this many seconds (0: never). Subscribers are exempt.
     #[arg(long, default_value_t = 0, env = "TIMEWHEEL_IDLE_TIMEOUT_S")]
     idle_timeout_s: u64,
     /// Bytes of unread `fired` messages after which a subscriber is disconnected.
-    #[arg(long, default_value_t = 16 * 1024 * 1024, env = "TIMEWHEEL_MAX_SUBSCRIBER_BACKLOG")]
+    #[arg(long, default_value_t = defaults().0.max_subscriber_backlog, env = "TIMEWHEEL_MAX_SUBSCRIBER_BACKLOG")]
     max_subscriber_backlog: usize,
     /// Password clients must send with AUTH (or HELLO 3 AUTH default PASS).
     /// Prefer the environment variable, so it does not show in `ps`.
@@ -79,10 +89,10 @@ struct ServeArgs {
     #[arg(long, env = "TIMEWHEEL_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
     /// Prefix of the journal's Redis keys (`<prefix>due`, `<prefix>meta`, `<prefix>dead`).
-    #[arg(long, default_value = "tw:", env = "TIMEWHEEL_KEY_PREFIX")]
+    #[arg(long, default_value_t = defaults().1.key_prefix, env = "TIMEWHEEL_KEY_PREFIX")]
     key_prefix: String,
     /// Give up starting if Redis cannot be reached for this many seconds.
-    #[arg(long, default_value_t = 30, env = "TIMEWHEEL_REDIS_CONNECT_TIMEOUT_S")]
+    #[arg(long, default_value_t = defaults().1.connect_timeout.as_secs(), env = "TIMEWHEEL_REDIS_CONNECT_TIMEOUT_S")]
     redis_connect_timeout_s: u64,
     /// Close orders by moving each fired one, exactly once, from the journal into
     /// this Redis Stream (`XADD KEY * id .. deadline_ms .. fired_ms ..`). Needs --redis.
@@ -105,25 +115,65 @@ struct ServeArgs {
     #[arg(long, env = "TIMEWHEEL_BEST_EFFORT_DELIVERY")]
     best_effort_delivery: bool,
     /// A webhook exchange (connect, request, reply) slower than this is a failed attempt.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000), env = "TIMEWHEEL_WEBHOOK_TIMEOUT_MS")]
+    #[arg(long, default_value_t = ms(defaults().2.timeout), value_parser = clap::value_parser!(u64).range(1..=600_000), env = "TIMEWHEEL_WEBHOOK_TIMEOUT_MS")]
     webhook_timeout_ms: u64,
     /// Attempts per order, the first included, before it is dead-lettered.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000), env = "TIMEWHEEL_MAX_ATTEMPTS")]
+    #[arg(long, default_value_t = defaults().3.max_attempts, value_parser = clap::value_parser!(u32).range(1..=1000), env = "TIMEWHEEL_MAX_ATTEMPTS")]
     max_attempts: u32,
     /// Wait before the first retry; it doubles per attempt up to --retry-max-ms,
     /// scaled by a random factor in [0.5, 1]. The defaults spread 10 attempts over about an hour.
-    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u64).range(1..), env = "TIMEWHEEL_RETRY_INITIAL_MS")]
+    #[arg(long, default_value_t = ms(defaults().3.initial), value_parser = clap::value_parser!(u64).range(1..), env = "TIMEWHEEL_RETRY_INITIAL_MS")]
     retry_initial_ms: u64,
     /// Longest wait between two attempts.
-    #[arg(long, default_value_t = 1_800_000, value_parser = clap::value_parser!(u64).range(1..), env = "TIMEWHEEL_RETRY_MAX_MS")]
+    #[arg(long, default_value_t = ms(defaults().3.max), value_parser = clap::value_parser!(u64).range(1..), env = "TIMEWHEEL_RETRY_MAX_MS")]
     retry_max_ms: u64,
     /// Serve the INFO timer and delivery figures in the Prometheus text format
     /// at http://ADDR/metrics (unauthenticated, read-only).
     #[arg(long, value_name = "ADDR", env = "TIMEWHEEL_METRICS_BIND")]
-    metrics_bind: Option<String>,
+    metrics_bind: Option<SocketAddr>,
     /// A Redis round trip slower than this counts as Redis being lost.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..), env = "TIMEWHEEL_REDIS_TIMEOUT_MS")]
+    #[arg(long, default_value_t = ms(defaults().1.io_timeout), value_parser = clap::value_parser!(u64).range(10..), env = "TIMEWHEEL_REDIS_TIMEOUT_MS")]
     redis_timeout_ms: u64,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> ServeConfig {
+        let journal = self.redis.map(|url| JournalConfig {
+            key_prefix: self.key_prefix,
+            connect_timeout: Duration::from_secs(self.redis_connect_timeout_s),
+            io_timeout: Duration::from_millis(self.redis_timeout_ms),
+            stream: self.stream,
+            ..JournalConfig::new(url)
+        });
+        let webhook = self.webhook.map(|url| WebhookConfig {
+            timeout: Duration::from_millis(self.webhook_timeout_ms),
+            ..WebhookConfig::new(url)
+        });
+        ServeConfig {
+            bind: self.bind,
+            server: Config {
+                io_threads: self.io_threads as usize,
+                max_clients: self.max_clients,
+                idle_timeout: (self.idle_timeout_s > 0)
+                    .then(|| Duration::from_secs(self.idle_timeout_s)),
+                max_subscriber_backlog: self.max_subscriber_backlog,
+                requirepass: self.requirepass.filter(|p| !p.is_empty()),
+            },
+            tick: Duration::from_millis(self.tick_ms),
+            workers: self.workers,
+            retry: RetryPolicy {
+                initial: Duration::from_millis(self.retry_initial_ms),
+                max: Duration::from_millis(self.retry_max_ms.max(self.retry_initial_ms)),
+                max_attempts: self.max_attempts,
+                jitter: true,
+            },
+            journal,
+            webhook,
+            metrics_bind: self.metrics_bind,
+            unsafe_no_auth: self.unsafe_no_auth,
+            best_effort_delivery: self.best_effort_delivery,
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -135,179 +185,22 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve(args),
+    let result = match Cli::parse().command {
+        Command::Serve(args) => server::shutdown_on_signals()
+            .map_err(|e| format!("cannot install signal handlers: {e}"))
+            .and_then(|shutdown| {
+                server::serve(args.into_config(), shutdown).map_err(|e| e.to_string())
+            }),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => {
+            tracing::info!("bye");
+            std::process::ExitCode::SUCCESS
+        }
         Err(error) => {
             // One clear line, not a backtrace, whatever RUST_BACKTRACE says.
-            eprintln!("Error: {error:#}");
+            eprintln!("Error: {error}");
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// `HOST:PORT` to one address: the first the name resolves to (IPv4 and
-/// IPv6 literals resolve to themselves).
-fn resolve(flag: &str, addr: &str) -> anyhow::Result<SocketAddr> {
-    let mut addrs = addr
-        .to_socket_addrs()
-        .with_context(|| format!("{flag} {addr}: expected HOST:PORT, e.g. 127.0.0.1:7379"))?;
-    addrs
-        .next()
-        .with_context(|| format!("{flag} {addr}: the name resolves to no address"))
-}
-
-/// Where fired orders go, as the start-up log line says it.
-fn fired_orders_go_to(args: &ServeArgs) -> anyhow::Result<String> {
-    Ok(match (&args.redis, &args.stream, &args.webhook) {
-        (_, Some(stream), _) => format!(
-            "into the Redis Stream {stream}, exactly once (and to SUBSCRIBE fired, best effort)"
-        ),
-        (_, None, Some(url)) => {
-            format!("to the webhook {url}, at least once (and to SUBSCRIBE fired, best effort)")
-        }
-        (Some(_), None, None) if !args.best_effort_delivery => bail!(
-            "refusing to start with --redis but no reliable sink: a fired order would only be \
-             pushed to SUBSCRIBE fired connections and then leave the journal, so one that fires \
-             while nobody listens (at a restart, for instance) would be lost. Give --stream KEY \
-             (exactly once into a Redis Stream) or --webhook URL (at least once), or pass \
-             --best-effort-delivery to accept that loss"
-        ),
-        (_, None, None) => "only to SUBSCRIBE fired connections, best effort: an order that \
-                            fires while nobody listens is not seen by anyone"
-            .to_owned(),
-    })
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let requirepass = args.requirepass.clone().filter(|p| !p.is_empty());
-    let bind = resolve("--bind", &args.bind)?;
-    if !bind.ip().is_loopback() && requirepass.is_none() && !args.unsafe_no_auth {
-        bail!(
-            "refusing to listen on {} without a password: anyone who can reach it could cancel \
-             every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), bind to 127.0.0.1, \
-             or pass --unsafe-no-auth if a firewall already keeps strangers out",
-            args.bind
-        );
-    }
-    let fired_orders_go = fired_orders_go_to(&args)?;
-    let hub = Arc::new(Hub::default());
-    // Without --workers: WEBHOOK_WORKERS with --webhook, else the engine's
-    // default (the number of cores).
-    let workers = match (args.workers, &args.webhook) {
-        (Some(workers), _) => Some(workers.max(1)),
-        (None, Some(_)) => Some(WEBHOOK_WORKERS),
-        (None, None) => None,
-    };
-    let sink = match &args.webhook {
-        Some(url) => {
-            let connections = workers.unwrap_or(WEBHOOK_WORKERS);
-            let sink = WebhookSink::new(WebhookConfig {
-                timeout: Duration::from_millis(args.webhook_timeout_ms),
-                connections,
-                ..WebhookConfig::new(url.clone())
-            })?;
-            tracing::info!(url = %sink.url(), workers = connections, "closing orders through the webhook");
-            Some(sink)
-        }
-        None => None,
-    };
-    let mut builder = Engine::builder()
-        .tick(Duration::from_millis(args.tick_ms))
-        .retry(RetryPolicy {
-            initial: Duration::from_millis(args.retry_initial_ms),
-            max: Duration::from_millis(args.retry_max_ms.max(args.retry_initial_ms)),
-            max_attempts: args.max_attempts,
-            jitter: true,
-        });
-    if let Some(workers) = workers {
-        builder = builder.workers(workers);
-    }
-    match &args.redis {
-        Some(url) => {
-            let journal = Journal::connect(JournalConfig {
-                key_prefix: args.key_prefix.clone(),
-                connect_timeout: Duration::from_secs(args.redis_connect_timeout_s),
-                io_timeout: Duration::from_millis(args.redis_timeout_ms),
-                stream: args.stream.clone(),
-                ..JournalConfig::new(url.clone())
-            })?;
-            builder = builder.journal(journal);
-        }
-        None => {
-            tracing::warn!("no --redis given: timers are kept in memory only and are lost on exit")
-        }
-    }
-    tracing::info!("fired orders go {fired_orders_go}");
-    let engine = builder.try_build(ServeHandler {
-        hub: hub.clone(),
-        sink,
-    })?;
-
-    if let Some(addr) = &args.metrics_bind {
-        let addr = resolve("--metrics-bind", addr)?;
-        let listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("bind --metrics-bind {addr}"))?;
-        let local = listener.local_addr()?;
-        let (engine, hub) = (engine.clone(), hub.clone());
-        server::metrics::spawn(listener, move || {
-            let published = hub.published_total.load(Ordering::Relaxed);
-            server::metrics::render(&engine.stats(), published, engine.journal_stats().as_ref())
-        })?;
-        tracing::info!("metrics on http://{local}/metrics");
-    }
-    let listener = server::bind(bind).with_context(|| format!("bind {bind}"))?;
-    let local = listener.local_addr()?;
-    tracing::info!("listening on {local}");
-
-    let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(1);
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    std::thread::Builder::new()
-        .name("timewheel-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                tracing::info!(signal, "signal received");
-                drop(shutdown_tx);
-            }
-        })?;
-
-    let config = Config {
-        io_threads: args.io_threads as usize,
-        max_clients: args.max_clients,
-        idle_timeout: (args.idle_timeout_s > 0).then(|| Duration::from_secs(args.idle_timeout_s)),
-        max_subscriber_backlog: args.max_subscriber_backlog,
-        requirepass,
-    };
-    server::run(listener, engine, hub, config, shutdown_rx).context("server failed")?;
-    tracing::info!("bye");
-    Ok(())
-}
-
-/// The server's close-order task: tell `SUBSCRIBE fired` connections (best
-/// effort, once per firing), then hand the order to the webhook if there is
-/// one. With --stream, the engine moves the order into the stream once this
-/// returns `Ok`; with neither, publishing is all there is.
-struct ServeHandler {
-    hub: Arc<Hub>,
-    sink: Option<WebhookSink>,
-}
-
-impl Handler for ServeHandler {
-    fn handle(&self, fired: &Fired) -> HandlerResult {
-        // Retries are not firings: subscribers hear of an order once.
-        if fired.attempt == 1 {
-            self.hub.publish(fired.id.as_bytes());
-        }
-        match &self.sink {
-            Some(sink) => sink.handle(fired),
-            None => Ok(()),
-        }
-    }
-    // `dead_letter`: the default `warn` line (WebhookSink keeps it too).
 }

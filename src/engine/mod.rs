@@ -150,6 +150,9 @@ pub struct Pending {
     pub attempts: u32,
 }
 
+/// The tick of an engine built without [`Builder::tick`].
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+
 /// Configures and starts an [`Engine`].
 pub struct Builder {
     tick: Duration,
@@ -164,7 +167,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Builder {
         Builder {
-            tick: Duration::from_secs(1),
+            tick: DEFAULT_TICK,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue_capacity: 65_536,
             clock: Arc::new(SystemClock::new()),

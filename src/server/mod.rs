@@ -25,6 +25,7 @@ mod commands;
 mod connection;
 pub mod hub;
 pub mod metrics;
+pub mod serve;
 
 use std::io;
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::engine::Engine;
 use connection::{Connection, Drive};
 use hub::Hub;
+pub use serve::{Delivery, ServeConfig, ServeError, serve, shutdown_on_signals};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
