@@ -168,6 +168,16 @@ pub enum Command {
         /// The arguments after it, as sent.
         args: Vec<Vec<u8>>,
     },
+    /// `MULTI`: queue the commands that follow until `EXEC` or `DISCARD`.
+    Multi,
+    /// `EXEC`: run the queued commands in order.
+    Exec,
+    /// `DISCARD`: drop the queued commands.
+    Discard,
+    /// `WATCH id [id ...]`: refused by the server (see `docs/protocol.md`).
+    Watch,
+    /// `UNWATCH`: nothing is watched, so always `+OK`.
+    Unwatch,
     /// `SELECT db`. Which databases exist is for the server to say.
     Select {
         /// Any `i64`.
@@ -291,6 +301,26 @@ pub(super) fn parse_select(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> 
     Ok(Command::Select {
         db: parse_i64(&db).ok_or(CommandError::NotAnInteger)?,
     })
+}
+
+pub(super) fn parse_multi(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Multi)
+}
+
+pub(super) fn parse_exec(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Exec)
+}
+
+pub(super) fn parse_discard(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Discard)
+}
+
+pub(super) fn parse_watch(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Watch)
+}
+
+pub(super) fn parse_unwatch(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Unwatch)
 }
 
 /// Exactly `N` arguments after the name.

@@ -104,7 +104,7 @@ fn reply_when_durable(
             write_integer(out, value);
             None
         }
-        _ => Some(Deferred { ack, value }),
+        _ => Some(Deferred::integer(ack, value)),
     }
 }
 

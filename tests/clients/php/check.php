@@ -19,7 +19,7 @@ $tw->connect('127.0.0.1', (int) $twPort);
 
 // ADD, PTTL, CANCEL: a deadline in Unix ms, the time left, cancelled.
 $deadline = $tw->rawCommand('ADD', 'php:1', 60000);
-check(is_int($deadline) && $deadline >= $now + 60000, "ADD replies the deadline: " . var_export($deadline, true));
+check(is_int($deadline) && $deadline >= $now + 59000, "ADD replies the deadline: " . var_export($deadline, true));
 $pttl = $tw->rawCommand('PTTL', 'php:1');
 check($pttl > 0 && $pttl <= 60000, "PTTL: $pttl");
 check($tw->rawCommand('CANCEL', 'php:1') === 1, 'CANCEL answers 1');
@@ -34,6 +34,13 @@ $tw->rawCommand('COUNT');
 $replies = $tw->exec();
 check(count($replies) === 4 && is_int($replies[0]) && is_int($replies[1]), 'pipeline ADDs: ' . json_encode($replies));
 check($replies[2] === 1 && $replies[3] === 1, 'pipeline CANCEL and COUNT: ' . json_encode($replies));
+
+// A transaction: MULTI ... EXEC.
+$tw->multi();
+$tw->rawCommand('CANCEL', 'php:p2');
+$tw->rawCommand('COUNT');
+$replies = $tw->exec();
+check($replies === [1, 0], 'MULTI/EXEC: ' . json_encode($replies));
 
 // SUBSCRIBE fired on a connection of its own. phpredis' subscribe() blocks
 // until the callback returns false, so the order is added first, due in one
