@@ -82,7 +82,7 @@ struct ServeArgs {
     /// the port could then cancel every pending order.
     #[arg(long, env = "TIMEWHEEL_UNSAFE_NO_AUTH")]
     unsafe_no_auth: bool,
-    /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0. Without
+    /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6380/0. Without
     /// it, timers live in memory only and are lost on exit. A URL with a password
     /// (redis://:PASSWORD@host/0) is better passed in the environment, out of `ps`;
     /// logs show it with the password masked.
