@@ -23,8 +23,8 @@
 mod auth_log;
 mod commands;
 mod connection;
-pub mod hub;
-pub mod metrics;
+mod hub;
+mod metrics;
 pub mod serve;
 
 use std::io;
@@ -56,6 +56,8 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 pub struct Config {
     /// I/O threads, each with its own poll loop; at least 1.
     pub io_threads: usize,
+    /// Connections served at once; more are answered
+    /// `-ERR max number of clients reached` and closed.
     pub max_clients: usize,
     /// Close connections idle this long (not subscribers); `None`: never.
     pub idle_timeout: Option<Duration>,
@@ -79,7 +81,7 @@ impl Default for Config {
 
 /// Server-wide counters shown by `INFO`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
@@ -92,7 +94,7 @@ pub struct Counters {
 
 /// State every I/O thread shares.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub config: Config,
@@ -112,7 +114,7 @@ pub struct Shared {
 /// Runs the server on `listener` until `shutdown` fires or is dropped.
 /// `engine`'s handler should publish to `hub` (see [`hub::Hub::publish`]);
 /// the engine is shut down before this returns.
-pub fn run(
+pub(crate) fn run(
     listener: std::net::TcpListener,
     engine: Engine,
     hub: Arc<Hub>,
@@ -555,6 +557,6 @@ fn pump_subscription(conn: &mut Connection, limit: usize) -> io::Result<bool> {
 }
 
 /// Binds `addr` (port 0 picks a free port).
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr)
 }
