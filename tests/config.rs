@@ -148,6 +148,14 @@ fn the_log_says_where_fired_orders_go() {
         server.log()
     );
     let mut conn = server.conn();
+    // Writes are journaled, and CONFIG GET appendonly says so.
+    assert_eq!(
+        conn.cmd(&["CONFIG", "GET", "appendonly"]),
+        util::Resp::Array(Some(vec![
+            util::Resp::bulk("appendonly"),
+            util::Resp::bulk("yes")
+        ]))
+    );
     // And the stream gets the order: nothing went to subscribers only.
     conn.cmd(&["ADD", "cfg:1", "0"]);
     util::wait_until("cfg:1 in the stream", Duration::from_secs(20), || {

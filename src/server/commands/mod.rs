@@ -130,7 +130,7 @@ fn dispatch(
         Command::Info { .. } => introspection::info(shared, out),
         Command::Command { args } => introspection::command(session.protocol, &args, out),
         Command::ConfigGet { patterns } => {
-            introspection::config_get(session.protocol, &patterns, out)
+            introspection::config_get(shared, session.protocol, &patterns, out)
         }
         Command::Config { subcommand, .. } => introspection::config_other(&subcommand, out),
     }
