@@ -329,3 +329,74 @@ fn shape_stands_numbers_of_seven_digits_for_any() {
     assert_eq!(shape("2) \"1796181002000\"\n"), "2) \"N\"\n");
     assert_eq!(shape("got '1796172400'"), "got 'N'");
 }
+
+/// The second cell of the table row for `field` in `doc`.
+fn info_definition(doc: &str, field: &str) -> String {
+    let prefix = format!("| `{field}` | ");
+    let row = read(doc)
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{doc} has no row for {field}"))
+        .to_owned();
+    let cells = row[prefix.len()..].trim_end().trim_end_matches('|').trim_end();
+    cells.split(" | ").next().unwrap().to_owned()
+}
+
+#[test]
+fn the_delivery_counters_mean_one_thing_in_every_doc() {
+    for field in ["delivered_total", "published_total"] {
+        let definition = info_definition("docs/delivery.md", field);
+        let operations = info_definition("docs/operations.md", field);
+        assert!(
+            operations.starts_with(&definition),
+            "{field}:\ndelivery.md:   {definition}\noperations.md: {operations}"
+        );
+    }
+}
+
+#[test]
+fn measured_figures_live_in_benchmarks_md_only() {
+    // Figures that once appeared, different, in several docs.
+    let figures = [
+        "5.5–7 s",
+        "5–9 s",
+        "1.2–1.5 s",
+        "2.6–2.9×",
+        "10M in 18 s",
+        "0.6 s later",
+    ];
+    let mut docs = vec!["README.md".to_owned()];
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") && name != "benchmarks.md" {
+            docs.push(format!("docs/{name}"));
+        }
+    }
+    for doc in &docs {
+        let text = read(doc);
+        for figure in figures {
+            assert!(
+                !text.contains(figure),
+                "{doc} quotes {figure}: link benchmarks.md instead"
+            );
+        }
+    }
+    let readme = read("README.md");
+    assert!(readme.contains("docs/benchmarks.md#journal"));
+    assert!(read("docs/delivery.md").contains("benchmarks.md#burst-into-a-stream"));
+}
+
+#[test]
+fn protocol_md_does_not_say_timers_are_dropped_with_a_journal() {
+    let protocol = read("docs/protocol.md");
+    let shutdown = protocol
+        .split_once("**Shutdown.**")
+        .expect("a Shutdown paragraph")
+        .1;
+    let paragraph = shutdown.split("\n\n").next().unwrap();
+    assert!(
+        paragraph.contains("Without `--redis`")
+            && paragraph.contains("With `--redis` they stay in Redis"),
+        "{paragraph}"
+    );
+}
