@@ -14,6 +14,7 @@
 //!   rebuild at start, outage handling; the exactly-once Redis Stream sink.
 //! - [`sink`]: ready-made close-order handlers: the HTTP webhook.
 //! - [`clock`]: time sources, including a manual clock for tests.
+//! - [`limits`]: how long an id and a delay may be, in one leaf module.
 //! - [`id`]: order ids, stored inline when short.
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod handler;
 pub mod id;
 pub mod journal;
+pub mod limits;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod model;

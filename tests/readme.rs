@@ -338,7 +338,10 @@ fn info_definition(doc: &str, field: &str) -> String {
         .find(|line| line.starts_with(&prefix))
         .unwrap_or_else(|| panic!("{doc} has no row for {field}"))
         .to_owned();
-    let cells = row[prefix.len()..].trim_end().trim_end_matches('|').trim_end();
+    let cells = row[prefix.len()..]
+        .trim_end()
+        .trim_end_matches('|')
+        .trim_end();
     cells.split(" | ").next().unwrap().to_owned()
 }
 

@@ -53,11 +53,7 @@ use lag::LagWindow;
 use pool::RetryQueue;
 use shard::{Shard, ShardGuard};
 
-/// Longest delay accepted, in days.
-pub const MAX_DELAY_DAYS: u64 = 366;
-
-/// Longest delay accepted: [`MAX_DELAY_DAYS`] in milliseconds.
-pub const MAX_DELAY_MS: u64 = MAX_DELAY_DAYS * 24 * 60 * 60 * 1000;
+pub use crate::limits::{MAX_DELAY_DAYS, MAX_DELAY_MS};
 
 /// Number of wheel shards. A power of two well above the core count keeps
 /// two threads from contending for one shard most of the time.

@@ -18,24 +18,13 @@
 use std::fmt;
 
 // One definition of what an id and a delay may be, shared with the engine.
-pub use crate::engine::{MAX_DELAY_DAYS, MAX_DELAY_MS};
 pub use crate::id::{MAX_ID_LEN, is_valid_id};
+pub use crate::limits::{MAX_DELAY_DAYS, MAX_DELAY_MS, MAX_UNIX_MS, MIN_UNIX_MS};
 
 use super::Protocol;
 use super::request::{Request, parse_i64};
 use super::table::lookup;
 use crate::id::OrderId;
-
-/// Latest deadline `ADDAT` accepts: 9999-12-31T23:59:59.999Z, in milliseconds
-/// since the Unix epoch (10000-01-01 is 2_932_897 days after 1970-01-01).
-/// Whether a deadline is too far from now is for the engine to say.
-pub const MAX_UNIX_MS: u64 = 2_932_897 * 24 * 60 * 60 * 1000 - 1;
-
-/// Earliest deadline `ADDAT` accepts: 10^12 ms, 2001-09-09T01:46:40Z. A
-/// smaller number is almost surely in seconds (`time()` in PHP, Python's
-/// `int(time.time())`): read as milliseconds it would be a deadline in
-/// 1970 and close the order at once.
-pub const MIN_UNIX_MS: u64 = 1_000_000_000_000;
 
 /// Units `ADD` takes after its delay (`30m`, `1800s`, `1800000ms`); a bare
 /// integer is milliseconds. Longest unit name first within a prefix, so

@@ -23,6 +23,7 @@
 mod auth_log;
 mod commands;
 mod connection;
+mod figures;
 mod hub;
 mod metrics;
 pub mod serve;
@@ -98,7 +99,7 @@ pub(crate) struct Shared {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub config: Config,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     /// Failed AUTHs, logged at most once per interval per client address.
     pub(crate) auth_log: auth_log::AuthFailureLog,
     pub started: Instant,
@@ -118,6 +119,7 @@ pub(crate) fn run(
     listener: std::net::TcpListener,
     engine: Engine,
     hub: Arc<Hub>,
+    counters: Arc<Counters>,
     config: Config,
     shutdown: Receiver<()>,
 ) -> io::Result<()> {
@@ -130,7 +132,7 @@ pub(crate) fn run(
             io_threads: config.io_threads.max(1),
             ..config
         },
-        counters: Counters::default(),
+        counters,
         auth_log: auth_log::AuthFailureLog::default(),
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),

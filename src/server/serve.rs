@@ -21,13 +21,13 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use super::figures::{self, Sources};
 use super::hub::Hub;
-use super::{Config, metrics};
+use super::{Config, Counters, metrics};
 use crate::engine::{DEFAULT_TICK, Engine};
 use crate::handler::{Fired, Handler, HandlerResult, RetryPolicy};
 use crate::journal::{Journal, JournalConfig, JournalError};
@@ -147,9 +147,20 @@ pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeErr
     }
     tracing::info!("fired orders go {}", where_fired_orders_go(&config)?);
     let hub = Arc::new(Hub::default());
+    let counters = Arc::new(Counters::default());
     let engine = build_engine(&config, hub.clone())?;
     if let Some(addr) = config.metrics_bind {
-        serve_metrics(addr, engine.clone(), hub.clone())?;
+        let (engine, hub, counters) = (engine.clone(), hub.clone(), counters.clone());
+        let (started, io_threads) = (Instant::now(), config.server.io_threads);
+        serve_metrics(addr, move || {
+            figures::prometheus_text(&figures::collect(&Sources {
+                engine: &engine,
+                hub: &hub,
+                counters: &counters,
+                started,
+                io_threads,
+            }))
+        })?;
     }
     let listener = super::bind(bind).map_err(|error| ServeError::Bind {
         flag: "--bind",
@@ -158,7 +169,7 @@ pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeErr
     })?;
     let local = listener.local_addr().map_err(ServeError::Io)?;
     tracing::info!("listening on {local}");
-    super::run(listener, engine, hub, config.server, shutdown).map_err(ServeError::Io)
+    super::run(listener, engine, hub, counters, config.server, shutdown).map_err(ServeError::Io)
 }
 
 /// A channel that closes on the first SIGINT or SIGTERM: the `shutdown`
@@ -251,7 +262,10 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
         .map_err(ServeError::Journal)
 }
 
-fn serve_metrics(addr: SocketAddr, engine: Engine, hub: Arc<Hub>) -> Result<(), ServeError> {
+fn serve_metrics(
+    addr: SocketAddr,
+    metrics: impl Fn() -> String + Send + 'static,
+) -> Result<(), ServeError> {
     let bind_error = |error| ServeError::Bind {
         flag: "--metrics-bind",
         addr: addr.to_string(),
@@ -259,11 +273,7 @@ fn serve_metrics(addr: SocketAddr, engine: Engine, hub: Arc<Hub>) -> Result<(), 
     };
     let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
     let local = listener.local_addr().map_err(ServeError::Io)?;
-    metrics::spawn(listener, move || {
-        let published = hub.published_total.load(Ordering::Relaxed);
-        metrics::render(&engine.stats(), published, engine.journal_stats().as_ref())
-    })
-    .map_err(ServeError::Io)?;
+    metrics::spawn(listener, metrics).map_err(ServeError::Io)?;
     tracing::info!("metrics on http://{local}/metrics");
     Ok(())
 }

@@ -127,7 +127,7 @@ fn dispatch(
         Command::Discard => transactions::discard(session, out),
         Command::Watch => transactions::watch(session, out),
         Command::Unwatch => crate::protocol::write_simple(out, "OK"),
-        Command::Info { .. } => introspection::info(shared, out),
+        Command::Info { sections } => introspection::info(shared, &sections, out),
         Command::Command { args } => introspection::command(session.protocol, &args, out),
         Command::ConfigGet { patterns } => {
             introspection::config_get(shared, session.protocol, &patterns, out)

@@ -3,9 +3,10 @@
 //! A write is answered only once the journal has it: if its ack is not
 //! durable yet, the reply becomes a [`Deferred`] the connection holds.
 
-use crate::engine::{MAX_DELAY_DAYS, ScheduleError};
+use crate::engine::ScheduleError;
 use crate::id::OrderId;
 use crate::journal::{Ack, AckStatus};
+use crate::limits::MAX_DELAY_DAYS;
 use crate::protocol::{write_error, write_integer};
 use crate::server::Shared;
 use crate::server::connection::Deferred;
