@@ -417,7 +417,8 @@ mod tests {
         let engine = Engine::builder()
             .manual_ticks()
             .workers(0)
-            .build_fn(|_| Ok(()));
+            .build(|_: &crate::Fired| Ok(()))
+            .expect("no journal to read");
         let hub = Hub::default();
         let counters = Counters::default();
         let sections = collect(&Sources {
