@@ -67,7 +67,7 @@ pub enum Command {
         /// Echoed back if present.
         message: Option<Vec<u8>>,
     },
-    /// `ADD id delay_ms [REPLACE]`.
+    /// `ADD id delay [REPLACE]`: the delay in ms, or with a unit (`30m`).
     Add {
         /// The order id, validated.
         id: OrderId,

@@ -196,8 +196,8 @@ pub static COMMANDS: [CommandSpec; 22] = [
         flags: Flags::WRITE.with(Flags::FAST),
         keys: Some(KeyRange::FIRST_ARGUMENT),
         group: Group::Timers,
-        syntax: "id delay_ms [REPLACE]",
-        summary: "Schedules an order to fire delay_ms milliseconds from now; returns the deadline (Unix ms).",
+        syntax: "id delay [REPLACE]",
+        summary: "Schedules an order to fire after delay: milliseconds, or 1800s, 30m, 2h, 1d; returns the deadline (Unix ms).",
         parse: command::parse_add,
     },
     CommandSpec {

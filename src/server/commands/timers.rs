@@ -15,7 +15,7 @@ use crate::server::connection::Deferred;
 pub const JOURNAL_UNAVAILABLE: &str =
     "JOURNAL unavailable: Redis is unreachable, nothing was changed; retry later";
 
-/// `ADD id delay_ms [REPLACE]`.
+/// `ADD id delay [REPLACE]`: the delay in ms, or with a unit (`30m`).
 pub(super) fn add(
     shared: &Shared,
     out: &mut Vec<u8>,
