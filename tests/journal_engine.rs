@@ -19,9 +19,8 @@ use timewheel::{
     AckStatus, Engine, Fired, HandlerResult, Journal, JournalConfig, ManualClock, RetryPolicy,
     ScheduleError,
 };
-use util::{RedisServer, Resp, unix_ms, wait_until};
+use util::{PATIENCE, RedisServer, Resp, unix_ms, wait_until};
 
-const PATIENCE: Duration = Duration::from_secs(30);
 const TICK_MS: u64 = 10;
 
 fn journal(redis: &RedisServer) -> Journal {

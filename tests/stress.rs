@@ -8,6 +8,8 @@
 //! Run: `cargo test --release --test stress` (also part of `cargo test`;
 //! about a second either way).
 
+mod util;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -16,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use timewheel::{Engine, Fired, ManualClock};
-
-/// How long any single wait may take before the test gives up.
-const PATIENCE: Duration = Duration::from_secs(20);
+use util::PATIENCE;
 
 struct Scenario {
     threads: usize,
