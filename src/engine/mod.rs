@@ -162,7 +162,7 @@ pub struct Stats {
     pub pending: usize,
     /// Timers the wheel handed to the pool.
     pub fired_total: u64,
-    /// `cancel` calls that returned `true`.
+    /// `cancel` calls that succeeded.
     pub cancelled_total: u64,
     /// Handler attempts that failed and were scheduled again.
     pub retries_total: u64,
