@@ -34,7 +34,7 @@ pub const SLOTS: usize = 3600;
 pub const LEVELS: usize = 3;
 
 // The fuzz build (cargo-fuzz sets `--cfg fuzzing`) uses a small wheel of the
-// same kind: building one costs 2.6 KiB of slot heads instead of 42 KiB (per
+// same kind: building one costs 2.5 KiB of slot heads instead of 42 KiB (per
 // shard), and level boundaries come every 130 ticks, within reach of a
 // mutated input. Like 3600, 130 is not a power of two and its bitmap ends in
 // a partial word; five levels still span more than `MAX_DELAY_MS` at 1 ms.
