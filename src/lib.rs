@@ -56,5 +56,5 @@ pub struct DeliveryDoctests;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Builder, Change, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
-pub use id::{InvalidId, OrderId};
+pub use id::{IntoOrderId, InvalidId, OrderId};
 pub use journal::{Ack, AckStatus, Journal, JournalConfig, JournalError};

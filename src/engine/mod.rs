@@ -46,7 +46,7 @@ use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
 use crate::handler::{Fired, Handler, RetryPolicy};
-use crate::id::{InvalidId, OrderId};
+use crate::id::{IntoOrderId, InvalidId, OrderId};
 use crate::journal::{Ack, AckStatus, Journal, JournalError, JournalStats, Op, Unavailable};
 use crate::wheel::{TickMapping, Wheel};
 use lag::LagWindow;
@@ -474,7 +474,7 @@ impl Engine {
     /// deadline (Unix ms).
     pub fn schedule(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         delay: Duration,
     ) -> Result<Change<'_, u64>, ScheduleError> {
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -489,10 +489,10 @@ impl Engine {
     /// [`ScheduleError::AlreadyScheduled`] if `id` is pending.
     pub fn schedule_at(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         deadline_ms: u64,
     ) -> Result<Change<'_, u64>, ScheduleError> {
-        let id = self.checked(id.as_ref(), deadline_ms)?;
+        let id = self.checked(id, deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
         // With a journal, refuse a duplicate before it is written to Redis.
         if self.shared.journal.is_some()
@@ -515,10 +515,10 @@ impl Engine {
     /// new deadline. [`ScheduleError::NotScheduled`] if `id` is not pending.
     pub fn reschedule_at(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         deadline_ms: u64,
     ) -> Result<Change<'_, u64>, ScheduleError> {
-        let id = self.checked(id.as_ref(), deadline_ms)?;
+        let id = self.checked(id, deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
         if wheel.get_hashed(hash, id.as_bytes()).is_none() {
             return Err(ScheduleError::NotScheduled);
@@ -532,10 +532,10 @@ impl Engine {
     /// semantics); the change's value is the deadline.
     pub fn upsert_at(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         deadline_ms: u64,
     ) -> Result<Change<'_, u64>, ScheduleError> {
-        let id = self.checked(id.as_ref(), deadline_ms)?;
+        let id = self.checked(id, deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
         let ack = self.journal_put(&id, deadline_ms)?;
         if wheel
@@ -753,11 +753,11 @@ impl Engine {
         Ok((wheel, hash))
     }
 
-    fn checked(&self, id: &[u8], deadline_ms: u64) -> Result<OrderId, ScheduleError> {
+    fn checked(&self, id: impl IntoOrderId, deadline_ms: u64) -> Result<OrderId, ScheduleError> {
         if self.shared.shut_down.load(Ordering::Relaxed) {
             return Err(ScheduleError::ShutDown);
         }
-        let id = OrderId::new(id)?;
+        let id = id.into_order_id()?;
         if deadline_ms > self.now_ms().saturating_add(MAX_DELAY_MS) {
             return Err(ScheduleError::DelayTooLong);
         }
