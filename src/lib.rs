@@ -18,6 +18,8 @@
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
 //! - [`server`]: the `mio` event loop, connections, commands, pub/sub.
+//! - [`tls`]: PEM certificate files to rustls configurations, for every
+//!   hop (clients, `/metrics`, the journal's Redis, the webhook).
 //! - `model` (hidden): a reference model of the engine, for the property
 //!   tests and the fuzz target.
 #![warn(missing_debug_implementations, rust_2018_idioms)]
@@ -33,6 +35,7 @@ pub mod model;
 pub mod protocol;
 pub mod server;
 pub mod sink;
+pub mod tls;
 pub mod wheel;
 
 #[doc(hidden)]

@@ -2,14 +2,16 @@
 //! 127.0.0.1:7379. See `timewheel serve --help` for the flags.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use timewheel::journal::RedisTls;
 use timewheel::server::{self, Config, hub::Hub};
-use timewheel::sink::{WebhookConfig, WebhookSink};
+use timewheel::sink::{Signer, WebhookConfig, WebhookSink};
 use timewheel::{Engine, Fired, Handler, HandlerResult, Journal, JournalConfig, RetryPolicy};
 
 /// Workers when `--webhook` is given and `--workers` is not: each waits on
@@ -60,12 +62,23 @@ struct ServeArgs {
     /// the port could then cancel every pending order.
     #[arg(long)]
     unsafe_no_auth: bool,
-    /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0. Without
-    /// it, timers live in memory only and are lost on exit. A URL with a password
-    /// (redis://:PASSWORD@host/0) is better passed in the environment, out of `ps`;
-    /// logs show it with the password masked.
+    /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0, or
+    /// rediss://host:6380/0 for TLS. Without it, timers live in memory only and
+    /// are lost on exit. A URL with a password (rediss://:PASSWORD@host/0) is
+    /// better passed in the environment, out of `ps`; logs show it masked.
     #[arg(long, env = "TIMEWHEEL_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
+    /// Trust only this PEM CA certificate for a rediss:// --redis (default:
+    /// the system's CA certificates).
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    redis_ca_cert: Option<PathBuf>,
+    /// PEM client certificate for a rediss:// --redis that requires one
+    /// (Redis's tls-auth-clients); needs --redis-key.
+    #[arg(long, value_name = "FILE", requires_all = ["redis", "redis_key"])]
+    redis_cert: Option<PathBuf>,
+    /// PEM private key of --redis-cert.
+    #[arg(long, value_name = "FILE", requires = "redis_cert")]
+    redis_key: Option<PathBuf>,
     /// Prefix of the journal's Redis keys (`<prefix>due`, `<prefix>meta`, `<prefix>dead`).
     #[arg(long, default_value = "tw:")]
     key_prefix: String,
@@ -76,11 +89,34 @@ struct ServeArgs {
     /// this Redis Stream (`XADD KEY * id .. deadline_ms .. fired_ms ..`). Needs --redis.
     #[arg(long, requires = "redis")]
     stream: Option<String>,
-    /// Close orders by POSTing each fired one to this http:// URL: JSON body
-    /// {"id","deadline_ms","fired_ms","attempt"}, header Idempotency-Key: <id>.
+    /// Close orders by POSTing each fired one to this https:// (or http://) URL:
+    /// JSON body {"id","deadline_ms","fired_ms","attempt"}, header Idempotency-Key: <id>.
     /// A 2xx reply means closed; anything else is retried (at least once).
     #[arg(long, value_name = "URL", conflicts_with = "stream")]
     webhook: Option<String>,
+    /// Trust only this PEM CA certificate for an https:// --webhook (default:
+    /// the system's CA certificates).
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_ca_cert: Option<PathBuf>,
+    /// Sign every webhook call with this secret (at least 16 bytes): header
+    /// Timewheel-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of "<t>.<body>">.
+    /// Prefer the environment variable, so it does not show in `ps`.
+    #[arg(
+        long,
+        env = "TIMEWHEEL_WEBHOOK_SECRET",
+        hide_env_values = true,
+        requires = "webhook"
+    )]
+    webhook_secret: Option<String>,
+    /// During a secret rotation, the secret being retired: calls then carry
+    /// a second v1= signed with it.
+    #[arg(
+        long,
+        env = "TIMEWHEEL_WEBHOOK_SECRET_PREVIOUS",
+        hide_env_values = true,
+        requires = "webhook_secret"
+    )]
+    webhook_secret_previous: Option<String>,
     /// A webhook exchange (connect, request, reply) slower than this is a failed attempt.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     webhook_timeout_ms: u64,
@@ -147,12 +183,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let sink = match &args.webhook {
         Some(url) => {
             let connections = workers.unwrap_or(WEBHOOK_WORKERS);
+            let secrets: Vec<&str> = [&args.webhook_secret, &args.webhook_secret_previous]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            let signer = (!secrets.is_empty())
+                .then(|| Signer::new(&secrets))
+                .transpose()?;
             let sink = WebhookSink::new(WebhookConfig {
                 timeout: Duration::from_millis(args.webhook_timeout_ms),
                 connections,
+                ca_cert: args.webhook_ca_cert.clone(),
+                signer,
                 ..WebhookConfig::new(url.clone())
             })?;
-            tracing::info!(url = %sink.url(), workers = connections, "closing orders through the webhook");
+            tracing::info!(
+                url = %sink.url(),
+                workers = connections,
+                signed = !secrets.is_empty(),
+                "closing orders through the webhook"
+            );
+            if url.starts_with("http://") {
+                tracing::warn!(
+                    "the webhook URL is http://: order ids cross the network unencrypted"
+                );
+            }
             Some(sink)
         }
         None => None,
@@ -175,6 +231,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 connect_timeout: Duration::from_secs(args.redis_connect_timeout_s),
                 io_timeout: Duration::from_millis(args.redis_timeout_ms),
                 stream: args.stream.clone(),
+                tls: RedisTls {
+                    ca_cert: args.redis_ca_cert.clone(),
+                    identity: args.redis_cert.clone().zip(args.redis_key.clone()),
+                },
                 ..JournalConfig::new(url.clone())
             })?;
             builder = builder.journal(journal);
