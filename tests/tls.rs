@@ -420,3 +420,308 @@ fn a_tls_redis_that_refuses_the_journal_stops_the_start_with_the_password_masked
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("not rediss://"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------
+// Clients over TLS
+// ---------------------------------------------------------------------------
+
+/// `timewheel serve` with TLS from `pki`'s `server` certificate, plus `extra`.
+fn tls_server(pki: &Pki, extra: &[&str]) -> TimewheelServer {
+    let identity = pki.server("timewheel");
+    let mut args = vec!["--tls-cert", identity.cert(), "--tls-key", identity.key()];
+    args.extend_from_slice(extra);
+    TimewheelServer::start(&args)
+}
+
+/// Runs `redis-cli --tls` against `port` with `args`; returns its stdout.
+fn redis_cli(port: u16, tls_args: &[&str], args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["--tls", "-h", "127.0.0.1", "--sni", "localhost", "-p"])
+        .arg(port.to_string())
+        .args(tls_args)
+        .args(args)
+        .output()
+        .expect("run redis-cli (Debian package redis-tools)");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// The address the server logged for `/metrics`.
+fn metrics_addr(server: &TimewheelServer) -> String {
+    let log = server.log();
+    log.split("metrics on https://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no 'metrics on https://' line:\n{log}"))
+        .to_owned()
+}
+
+#[test]
+fn redis_cli_and_the_redis_crate_run_add_pttl_cancel_subscribe_over_tls() {
+    let pki = Pki::new("clients");
+    let server = tls_server(&pki, &["--metrics-bind", "127.0.0.1:0"]);
+    let port = server.port();
+    let ca = ["--cacert", pki.ca()];
+
+    let added = redis_cli(port, &ca, &["ADD", "cli-1", "60000"]);
+    assert!(
+        added.parse::<u64>().is_ok(),
+        "ADD over redis-cli --tls: {added:?}"
+    );
+    let pttl: i64 = redis_cli(port, &ca, &["PTTL", "cli-1"]).parse().unwrap();
+    assert!((50_000..=60_000).contains(&pttl), "PTTL {pttl}");
+    assert_eq!(redis_cli(port, &ca, &["CANCEL", "cli-1"]), "1");
+    assert_eq!(redis_cli(port, &ca, &["CANCEL", "cli-1"]), "0");
+
+    let certificates = || redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(std::fs::read(pki.ca()).unwrap()),
+    };
+    let url = format!("rediss://localhost:{port}/");
+    let client = redis::Client::build_with_tls(url.as_str(), certificates()).unwrap();
+    let mut con = client.get_connection().expect("TLS connection");
+    let _: i64 = redis::cmd("ADD")
+        .arg("crate-1")
+        .arg(60_000)
+        .query(&mut con)
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL").arg("crate-1").query(&mut con).unwrap();
+    assert!((50_000..=60_000).contains(&pttl), "PTTL {pttl}");
+    let cancelled: i64 = redis::cmd("CANCEL").arg("crate-1").query(&mut con).unwrap();
+    assert_eq!(cancelled, 1);
+
+    let mut sub_con = client.get_connection().unwrap();
+    let mut pubsub = sub_con.as_pubsub();
+    pubsub.subscribe("fired").unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _: i64 = redis::cmd("ADD")
+        .arg("crate-2")
+        .arg(20)
+        .query(&mut con)
+        .unwrap();
+    let message = pubsub.get_message().expect("a fired message over TLS");
+    assert_eq!(message.get_channel_name(), "fired");
+    assert_eq!(message.get_payload::<String>().unwrap(), "crate-2");
+    drop(pubsub);
+
+    // /metrics is served over TLS with the same certificate.
+    let addr = metrics_addr(&server);
+    let stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(pki.client_config(None), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, stream);
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    let _ = tls.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    let handshakes: u64 = reply
+        .lines()
+        .find_map(|l| l.strip_prefix("timewheel_tls_handshakes_total "))
+        .unwrap_or_else(|| panic!("no tls_handshakes_total in {reply}"))
+        .parse()
+        .unwrap();
+    // Four redis-cli runs and two redis crate connections.
+    assert_eq!(handshakes, 6, "{reply}");
+    // A plain-text scrape gets nothing.
+    let mut plain = std::net::TcpStream::connect(&addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = plain.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+    let mut reply = Vec::new();
+    let _ = plain.read_to_end(&mut reply);
+    assert!(
+        !reply.starts_with(b"HTTP/1.1 200"),
+        "plain text served /metrics"
+    );
+}
+
+#[test]
+fn mutual_tls_refuses_plaintext_missing_untrusted_and_expired_certificates_while_a_good_client_works()
+ {
+    let pki = Pki::new("mtls");
+    let server = tls_server(&pki, &["--tls-ca-cert", pki.ca()]);
+    let port = server.port();
+    let good = pki.client("good-client");
+    let mut conn = util::RespConn::connect_tls(port, pki.client_config(Some(&good))).unwrap();
+    assert!(conn.cmd(&["ADD", "mtls-1", "60000"]).as_int().is_some());
+
+    // Plain text on the TLS port: closed without a RESP reply.
+    let mut plain = util::RespConn::connect(port);
+    let _ = plain.try_send_raw(b"*1\r\n$4\r\nPING\r\n");
+    let reply = plain.try_read_reply();
+    assert!(reply.is_err(), "plaintext got {reply:?}");
+
+    // With TLS 1.3 the server checks the client's certificate after the
+    // client considers the handshake done: the refusal shows on first use.
+    let other = Pki::new("stranger");
+    let refused =
+        |config: Arc<rustls::ClientConfig>| match util::RespConn::connect_tls(port, config) {
+            Err(_) => true,
+            Ok(mut c) => {
+                c.set_timeout(Duration::from_secs(5));
+                c.try_send_raw(&util::encode_command(&["PTTL", "mtls-1"]))
+                    .and_then(|()| c.try_read_reply())
+                    .is_err()
+            }
+        };
+    let stranger = other.client("stranger");
+    let expired = pki.expired_client("expired");
+    assert!(refused(pki.client_config(None)), "no client certificate");
+    // Trusts the server, presents a certificate from another CA.
+    assert!(
+        refused(pki.client_config(Some(&stranger))),
+        "untrusted certificate"
+    );
+    assert!(
+        refused(pki.client_config(Some(&expired))),
+        "expired certificate"
+    );
+    // redis-cli without a client certificate, too.
+    assert_eq!(redis_cli(port, &["--cacert", pki.ca()], &["PING"]), "");
+    let cert_args = [
+        "--cacert",
+        pki.ca(),
+        "--cert",
+        good.cert(),
+        "--key",
+        good.key(),
+    ];
+    assert_eq!(redis_cli(port, &cert_args, &["PING"]), "PONG");
+
+    // The good client never noticed.
+    let pttl = conn.cmd(&["PTTL", "mtls-1"]).as_int().unwrap();
+    assert!(pttl > 50_000, "PTTL {pttl}");
+    let failures = info_u64(&mut conn, "tls_handshake_failures_total");
+    assert!(failures >= 5, "{failures} failed handshakes counted");
+    let info = util::info(&mut conn);
+    assert_eq!(info["tls"], "on");
+    assert_eq!(info["tls_client_auth"], "required");
+    let log = server.log();
+    assert!(
+        log.contains("TLS handshake failed; connection closed"),
+        "{log}"
+    );
+}
+
+#[test]
+fn slow_handshakes_are_closed_and_random_bytes_never_crash_the_server() {
+    let pki = Pki::new("fuzz");
+    let server = tls_server(&pki, &["--tls-handshake-timeout-ms", "200"]);
+    let port = server.port();
+    let mut good = util::RespConn::connect_tls(port, pki.client_config(None)).unwrap();
+    assert!(good.cmd(&["ADD", "fuzz-1", "60000"]).as_int().is_some());
+
+    // Connects and says nothing: closed after the handshake timeout (the
+    // sweep runs once a second).
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let read = silent.read(&mut buf);
+    assert!(
+        matches!(read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(info_u64(&mut good, "tls_handshake_timeouts_total") >= 1);
+
+    // Random bytes, some behind a plausible TLS record header.
+    let mut rng = fastrand::Rng::with_seed(16);
+    for i in 0..200 {
+        let len = rng.usize(1..4096);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        if i % 2 == 0 && len > 5 {
+            bytes[..3].copy_from_slice(&[0x16, 0x03, 0x01]);
+            if i % 4 == 0 {
+                bytes[5] = 0x01; // ClientHello
+            }
+        }
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            panic!(
+                "connection {i} refused: the server is gone?\n{}",
+                server.log()
+            );
+        };
+        let _ = stream.write_all(&bytes);
+    }
+    let pttl = good.cmd(&["PTTL", "fuzz-1"]).as_int().unwrap();
+    assert!(pttl > 50_000, "PTTL {pttl}");
+    let mut fresh = util::RespConn::connect_tls(port, pki.client_config(None)).unwrap();
+    assert_eq!(
+        fresh.cmd(&["PTTL", "fuzz-1"]).as_int().map(|p| p > 0),
+        Some(true)
+    );
+    wait_until(
+        "the random connections are closed",
+        Duration::from_secs(10),
+        || info_u64(&mut fresh, "connected_clients") == 2,
+    );
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_handshakes_and_keeps_open_connections() {
+    let old_pki = Pki::new("old");
+    let new_pki = Pki::new("new");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let install = |pki: &Pki| {
+        let identity = pki.server("timewheel");
+        std::fs::copy(&identity.cert, &cert).unwrap();
+        std::fs::copy(&identity.key, &key).unwrap();
+    };
+    install(&old_pki);
+    let server = TimewheelServer::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let port = server.port();
+    let mut open = util::RespConn::connect_tls(port, old_pki.client_config(None)).unwrap();
+    assert!(open.cmd(&["ADD", "hup-1", "60000"]).as_int().is_some());
+    let hup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+
+    install(&new_pki);
+    hup();
+    wait_until("the reload", Duration::from_secs(10), || {
+        server.log().contains("TLS certificate reloaded")
+    });
+    assert!(
+        util::RespConn::connect_tls(port, old_pki.client_config(None)).is_err(),
+        "a new handshake still got the old certificate"
+    );
+    let mut fresh = util::RespConn::connect_tls(port, new_pki.client_config(None)).unwrap();
+    assert!(fresh.cmd(&["PTTL", "hup-1"]).as_int().unwrap() > 50_000);
+    // The connection made before the reload goes on.
+    assert_eq!(open.cmd(&["CANCEL", "hup-1"]), Resp::Integer(1));
+
+    // A broken file: the reload fails, the new certificate stays.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    hup();
+    wait_until("the failed reload", Duration::from_secs(10), || {
+        server.log().contains("TLS reload failed")
+    });
+    let mut after = util::RespConn::connect_tls(port, new_pki.client_config(None)).unwrap();
+    assert_eq!(after.cmd(&["PTTL", "hup-1"]), Resp::Integer(-2));
+    assert_eq!(info_u64(&mut after, "tls_cert_reloads_total"), 1);
+    assert_eq!(info_u64(&mut after, "tls_cert_reload_failures_total"), 1);
+}

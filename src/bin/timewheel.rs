@@ -58,10 +58,26 @@ struct ServeArgs {
     /// Prefer the environment variable, so it does not show in `ps`.
     #[arg(long, env = "TIMEWHEEL_PASSWORD", hide_env_values = true)]
     requirepass: Option<String>,
-    /// Allow a non-loopback --bind without --requirepass. Anyone who can reach
-    /// the port could then cancel every pending order.
+    /// Allow a non-loopback --bind without --requirepass or --tls-ca-cert.
+    /// Anyone who can reach the port could then cancel every pending order.
     #[arg(long)]
     unsafe_no_auth: bool,
+    /// Serve --bind over TLS only, with this PEM certificate chain (leaf
+    /// first); needs --tls-key. Reloaded, with the key, on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require every client (and /metrics scraper) to present a certificate
+    /// signed by this PEM CA (mutual TLS). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca_cert: Option<PathBuf>,
+    /// Close a TLS client that has not finished its handshake this many ms
+    /// after connecting.
+    #[arg(long, default_value_t = server::tls::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    tls_handshake_timeout_ms: u64,
     /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0, or
     /// rediss://host:6380/0 for TLS. Without it, timers live in memory only and
     /// are lost on exit. A URL with a password (rediss://:PASSWORD@host/0) is
@@ -131,7 +147,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = 1_800_000, value_parser = clap::value_parser!(u64).range(1..))]
     retry_max_ms: u64,
     /// Serve the INFO timer and delivery figures in the Prometheus text format
-    /// at http://ADDR/metrics (unauthenticated, read-only).
+    /// at http://ADDR/metrics (read-only); https:// with --tls-cert, with the
+    /// same certificate and client CA as the clients' port.
     #[arg(long, value_name = "ADDR")]
     metrics_bind: Option<SocketAddr>,
     /// A Redis round trip slower than this counts as Redis being lost.
@@ -164,14 +181,38 @@ fn main() -> std::process::ExitCode {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let requirepass = args.requirepass.filter(|p| !p.is_empty());
-    if !args.bind.ip().is_loopback() && requirepass.is_none() && !args.unsafe_no_auth {
+    // A client certificate (mutual TLS) authenticates as well as a password.
+    let authenticated = requirepass.is_some() || args.tls_ca_cert.is_some();
+    if !args.bind.ip().is_loopback() && !authenticated && !args.unsafe_no_auth {
         bail!(
             "refusing to listen on {} without a password: anyone who can reach it could cancel \
-             every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), bind to 127.0.0.1, \
-             or pass --unsafe-no-auth if a firewall already keeps strangers out",
+             every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), require client \
+             certificates (--tls-ca-cert), bind to 127.0.0.1, or pass --unsafe-no-auth if a \
+             firewall already keeps strangers out",
             args.bind
         );
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = timewheel::tls::ServerFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_ca_cert.clone(),
+            };
+            let timeout = Duration::from_millis(args.tls_handshake_timeout_ms);
+            let acceptor = server::tls::Acceptor::new(files, timeout).context("--tls-cert")?;
+            Some(Arc::new(acceptor))
+        }
+        _ => {
+            if !args.bind.ip().is_loopback() {
+                tracing::warn!(
+                    "no --tls-cert: passwords and order ids cross the network to {} unencrypted",
+                    args.bind
+                );
+            }
+            None
+        }
+    };
     let hub = Arc::new(Hub::default());
     // Without --workers: WEBHOOK_WORKERS with --webhook, else the engine's
     // default (the number of cores).
@@ -252,28 +293,59 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("bind --metrics-bind {addr}"))?;
         let local = listener.local_addr()?;
-        let (engine, hub) = (engine.clone(), hub.clone());
-        server::metrics::spawn(listener, move || {
+        let (engine, hub, acceptor) = (engine.clone(), hub.clone(), tls.clone());
+        server::metrics::spawn_tls(listener, tls.clone(), move || {
             let published = hub.published_total.load(Ordering::Relaxed);
-            server::metrics::render(&engine.stats(), published, engine.journal_stats().as_ref())
+            let mut text = server::metrics::render(
+                &engine.stats(),
+                published,
+                engine.journal_stats().as_ref(),
+            );
+            if let Some(acceptor) = &acceptor {
+                text.push_str(&acceptor.render_metrics());
+            }
+            text
         })?;
-        tracing::info!("metrics on http://{local}/metrics");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("metrics on {scheme}://{local}/metrics");
     }
     let listener = server::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
     let local = listener.local_addr()?;
+    if let Some(acceptor) = &tls {
+        let client_certificates = if acceptor.mutual() {
+            "required"
+        } else {
+            "not asked"
+        };
+        tracing::info!(
+            client_certificates,
+            "TLS on; SIGHUP reloads the certificate files"
+        );
+    }
     tracing::info!("listening on {local}");
 
     let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(1);
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])?;
+    let reload = tls.clone();
     std::thread::Builder::new()
         .name("timewheel-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == signal_hook::consts::SIGHUP {
+                    match &reload {
+                        // Logs its outcome; a failure keeps the old certificate.
+                        Some(acceptor) => drop(acceptor.reload()),
+                        None => tracing::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+                    }
+                    continue;
+                }
                 tracing::info!(signal, "signal received");
                 drop(shutdown_tx);
+                break;
             }
         })?;
 
@@ -283,6 +355,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: (args.idle_timeout_s > 0).then(|| Duration::from_secs(args.idle_timeout_s)),
         max_subscriber_backlog: args.max_subscriber_backlog,
         requirepass,
+        tls,
     };
     server::run(listener, engine, hub, config, shutdown_rx).context("server failed")?;
     tracing::info!("bye");

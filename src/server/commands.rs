@@ -462,7 +462,7 @@ fn info(shared: &Shared) -> String {
     let stats = shared.engine.stats();
     let c = &shared.counters;
     let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
-    let sections: [(&str, Vec<(&str, String)>); 4] = [
+    let sections: [(&str, Vec<(&str, String)>); 5] = [
         (
             "Server",
             vec![
@@ -523,6 +523,7 @@ fn info(shared: &Shared) -> String {
             ],
         ),
         ("Journal", journal_info(shared)),
+        ("TLS", super::tls::info(shared.config.tls.as_deref())),
     ];
     let mut text = String::new();
     for (title, fields) in sections {
