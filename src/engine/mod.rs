@@ -53,8 +53,11 @@ use lag::LagWindow;
 use pool::RetryQueue;
 use shard::{Shard, ShardGuard};
 
-/// Longest delay accepted: 366 days.
-pub const MAX_DELAY_MS: u64 = 366 * 24 * 60 * 60 * 1000;
+/// Longest delay accepted, in days.
+pub const MAX_DELAY_DAYS: u64 = 366;
+
+/// Longest delay accepted: [`MAX_DELAY_DAYS`] in milliseconds.
+pub const MAX_DELAY_MS: u64 = MAX_DELAY_DAYS * 24 * 60 * 60 * 1000;
 
 /// Number of wheel shards. A power of two well above the core count keeps
 /// two threads from contending for one shard most of the time.
@@ -85,7 +88,9 @@ impl std::fmt::Display for ScheduleError {
             }
             ScheduleError::NotScheduled => f.write_str("not scheduled"),
             ScheduleError::InvalidId => f.write_str("invalid id"),
-            ScheduleError::DelayTooLong => f.write_str("delay longer than 366 days"),
+            ScheduleError::DelayTooLong => {
+                write!(f, "delay longer than {MAX_DELAY_DAYS} days")
+            }
             ScheduleError::ShutDown => f.write_str("engine is shutting down"),
             ScheduleError::JournalUnavailable => {
                 f.write_str("journal unavailable: Redis is unreachable, nothing was changed")
@@ -145,6 +150,9 @@ pub struct Pending {
     pub attempts: u32,
 }
 
+/// The tick of an engine built without [`Builder::tick`].
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+
 /// Configures and starts an [`Engine`].
 pub struct Builder {
     tick: Duration,
@@ -159,7 +167,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Builder {
         Builder {
-            tick: Duration::from_secs(1),
+            tick: DEFAULT_TICK,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue_capacity: 65_536,
             clock: Arc::new(SystemClock::new()),

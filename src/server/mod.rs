@@ -25,6 +25,7 @@ mod commands;
 mod connection;
 pub mod hub;
 pub mod metrics;
+pub mod serve;
 pub mod tls;
 
 use std::io;
@@ -42,6 +43,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::engine::Engine;
 use connection::{Connection, Drive};
 use hub::Hub;
+pub use serve::{Delivery, ServeConfig, ServeError, reload_on_sighup, serve, shutdown_on_signals};
 use tls::Transport;
 
 const LISTENER: Token = Token(usize::MAX - 1);

@@ -46,6 +46,14 @@ pub const LOG_EVERY: Duration = Duration::from_secs(1);
 /// the TLS bytes waiting for the socket stay bounded.
 const MAX_PLAINTEXT_PER_WRITE: usize = 64 * 1024;
 
+/// TLS settings of a listening port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub files: ServerFiles,
+    /// A client still handshaking this long after it connected is closed.
+    pub handshake_timeout: Duration,
+}
+
 /// The server side of TLS: the current configuration and its counters.
 #[derive(Debug)]
 pub struct Acceptor {
@@ -69,8 +77,12 @@ pub struct TlsCounters {
 }
 
 impl Acceptor {
-    /// Reads `files` now; an error names the file at fault.
-    pub fn new(files: ServerFiles, handshake_timeout: Duration) -> Result<Acceptor, TlsError> {
+    /// Reads the files now; an error names the file at fault.
+    pub fn new(config: TlsConfig) -> Result<Acceptor, TlsError> {
+        let TlsConfig {
+            files,
+            handshake_timeout,
+        } = config;
         let config = server_config(&files)?;
         Ok(Acceptor {
             files,
