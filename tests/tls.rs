@@ -725,3 +725,124 @@ fn sighup_reloads_the_certificate_for_new_handshakes_and_keeps_open_connections(
     assert_eq!(info_u64(&mut after, "tls_cert_reloads_total"), 1);
     assert_eq!(info_u64(&mut after, "tls_cert_reload_failures_total"), 1);
 }
+
+// ---------------------------------------------------------------------------
+// The verifiers in docs/delivery.md
+// ---------------------------------------------------------------------------
+
+/// The fenced code block of `language` in the `### Signatures` section.
+fn documented_verifier(language: &str) -> String {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/delivery.md"))
+        .expect("read docs/delivery.md");
+    let section = docs
+        .split("### Signatures")
+        .nth(1)
+        .expect("docs/delivery.md has a Signatures section");
+    let section = section.split("\n## ").next().unwrap();
+    let fence = format!("```{language}\n");
+    let start = section
+        .find(&fence)
+        .unwrap_or_else(|| panic!("no {language} block under ### Signatures"))
+        + fence.len();
+    let len = section[start..].find("```").unwrap();
+    section[start..start + len].to_owned()
+}
+
+/// Each documented verifier, run by its own runtime on a request signed by
+/// the real server: the current and the previous secret pass, another
+/// secret and a changed body fail. Python is required; PHP, Java and Node
+/// run when they are installed.
+#[test]
+fn the_documented_verifiers_accept_our_signatures_and_nothing_else() {
+    let pki = Pki::new("verifiers");
+    let endpoint = HttpsEndpoint::start(&pki);
+    let url = endpoint.url();
+    let server = TimewheelServer::start_with_env(
+        &["--webhook", &url, "--webhook-ca-cert", pki.ca()],
+        &[
+            ("TIMEWHEEL_WEBHOOK_SECRET", SECRET),
+            ("TIMEWHEEL_WEBHOOK_SECRET_PREVIOUS", PREVIOUS),
+        ],
+    );
+    let mut c = server.conn();
+    assert!(
+        c.cmd(&["ADD", r#"quote"and\slash"#, "20"])
+            .as_int()
+            .is_some()
+    );
+    wait_until("the delivery", Duration::from_secs(10), || {
+        !endpoint.requests().is_empty()
+    });
+    let request = endpoint.requests().remove(0);
+    let header = request.headers["timewheel-signature"].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, &request.body).unwrap();
+
+    // Each prints, space-separated, 1 or 0 for: current secret, previous
+    // secret, another secret, the body with one byte more.
+    let python = format!(
+        "import os, sys\n{}\nb = open(sys.argv[1], 'rb').read()\nh, s1, s2 = os.environ['SIG'], os.environ['S1'], os.environ['S2']\n\
+         print(*[int(verify(h, x, [s])) for x, s in [(b, s1), (b, s2), (b, 'whsec_wrong_0123456789'), (b + b' ', s1)]])\n",
+        documented_verifier("python")
+    );
+    let php = format!(
+        "<?php\n{}\n$b = file_get_contents($argv[1]); $h = getenv('SIG');\n\
+         $r = [verify($h, $b, [getenv('S1')]), verify($h, $b, [getenv('S2')]), verify($h, $b, ['whsec_wrong_0123456789']), verify($h, $b . ' ', [getenv('S1')])];\n\
+         echo implode(' ', array_map('intval', $r)), \"\\n\";\n",
+        documented_verifier("php")
+    );
+    let java_source = documented_verifier("java");
+    let (imports, method): (Vec<&str>, Vec<&str>) =
+        java_source.lines().partition(|l| l.starts_with("import "));
+    let java = format!(
+        "{}\npublic class Verify {{\n{}\npublic static void main(String[] a) throws Exception {{\n\
+         byte[] b = java.nio.file.Files.readAllBytes(java.nio.file.Path.of(a[0]));\n\
+         byte[] more = java.util.Arrays.copyOf(b, b.length + 1); more[b.length] = ' ';\n\
+         String h = System.getenv(\"SIG\");\n\
+         boolean[] r = {{ verify(h, b, List.of(System.getenv(\"S1\")), 300), verify(h, b, List.of(System.getenv(\"S2\")), 300),\n\
+         verify(h, b, List.of(\"whsec_wrong_0123456789\"), 300), verify(h, more, List.of(System.getenv(\"S1\")), 300) }};\n\
+         StringBuilder out = new StringBuilder();\n\
+         for (boolean x : r) out.append(out.length() > 0 ? \" \" : \"\").append(x ? 1 : 0);\n\
+         System.out.println(out);\n}}\n}}\n",
+        imports.join("\n"),
+        method.join("\n")
+    );
+    let node = format!(
+        "{}\nconst fs = require('node:fs');\nconst b = fs.readFileSync(process.argv[2]);\nconst {{ SIG: h, S1: s1, S2: s2 }} = process.env;\n\
+         console.log([verify(h, b, [s1]), verify(h, b, [s2]), verify(h, b, ['whsec_wrong_0123456789']), verify(h, Buffer.concat([b, Buffer.from(' ')]), [s1])].map(Number).join(' '));\n",
+        documented_verifier("javascript")
+    );
+    let mut ran = Vec::new();
+    for (runtime, file, source) in [
+        ("python3", "verify.py", python),
+        ("php", "verify.php", php),
+        ("java", "Verify.java", java),
+        ("node", "verify.js", node),
+    ] {
+        if util::find_on_path(runtime).is_none() {
+            assert_ne!(runtime, "python3", "python3 is needed");
+            eprintln!("{runtime} not on PATH: its verifier is not run");
+            continue;
+        }
+        let path = dir.path().join(file);
+        std::fs::write(&path, source).unwrap();
+        let output = std::process::Command::new(runtime)
+            .arg(&path)
+            .arg(&body)
+            .env("SIG", &header)
+            .env("S1", SECRET)
+            .env("S2", PREVIOUS)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            stdout.trim(),
+            "1 1 0 0",
+            "{runtime}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        ran.push(runtime);
+    }
+    eprintln!("documented verifiers run: {ran:?}");
+}
