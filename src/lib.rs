@@ -14,15 +14,17 @@
 //!   rebuild at start, outage handling; the exactly-once Redis Stream sink.
 //! - [`sink`]: ready-made close-order handlers: the HTTP webhook.
 //! - [`clock`]: time sources, including a manual clock for tests.
+//! - [`limits`]: how long an id and a delay may be, in one leaf module.
 //! - [`id`]: order ids, stored inline when short.
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
 //! - [`server`]: the `mio` event loop, connections, commands, pub/sub.
 //! - [`tls`]: PEM certificate files to rustls configurations, for every
 //!   hop (clients, `/metrics`, the journal's Redis, the webhook).
-//! - `model` (hidden): a reference model of the engine, for the property
-//!   tests and the fuzz target.
-#![warn(missing_debug_implementations, rust_2018_idioms)]
+//! - `model` and `fuzzing` (feature `testing`, hidden): a reference model
+//!   of the engine and the fuzz targets' checks, for the tests and `fuzz/`
+//!   only; the release binary contains neither.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 pub mod clock;
@@ -30,6 +32,8 @@ pub mod engine;
 pub mod handler;
 pub mod id;
 pub mod journal;
+pub mod limits;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod model;
 pub mod protocol;
@@ -38,6 +42,7 @@ pub mod sink;
 pub mod tls;
 pub mod wheel;
 
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzzing;
 

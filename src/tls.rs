@@ -34,16 +34,29 @@ use rustls::server::WebPkiClientVerifier;
 pub enum TlsError {
     /// The file could not be read.
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         error: std::io::Error,
     },
     /// The file holds no PEM certificate (`-----BEGIN CERTIFICATE-----`).
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file holds no PEM private key (PKCS#8, PKCS#1 or SEC1).
-    NoKey { path: PathBuf },
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file parses but rustls refuses it (a key that does not match
     /// the certificate, a CA certificate it cannot use, ...).
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
 }
 
 impl fmt::Display for TlsError {

@@ -29,7 +29,7 @@
 //!   the `_nowait` ones return an [`Ack`] to check later. A fired timer
 //!   leaves the journal only after its handler succeeded (or gave up).
 
-pub mod lag;
+mod lag;
 mod pool;
 mod shard;
 mod ticker;
@@ -53,11 +53,7 @@ use lag::LagWindow;
 use pool::RetryQueue;
 use shard::{Shard, ShardGuard};
 
-/// Longest delay accepted, in days.
-pub const MAX_DELAY_DAYS: u64 = 366;
-
-/// Longest delay accepted: [`MAX_DELAY_DAYS`] in milliseconds.
-pub const MAX_DELAY_MS: u64 = MAX_DELAY_DAYS * 24 * 60 * 60 * 1000;
+pub use crate::limits::{MAX_DELAY_DAYS, MAX_DELAY_MS};
 
 /// Number of wheel shards. A power of two well above the core count keeps
 /// two threads from contending for one shard most of the time.
@@ -67,7 +63,10 @@ pub const SHARDS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleError {
     /// The id is pending; carries its current deadline (Unix ms).
-    AlreadyScheduled { deadline_ms: u64 },
+    AlreadyScheduled {
+        /// When the pending timer fires (Unix ms).
+        deadline_ms: u64,
+    },
     /// `reschedule` of an id that is not pending.
     NotScheduled,
     /// The id is empty, too long, or not printable ASCII.
@@ -130,6 +129,7 @@ pub struct Stats {
     pub dead_letter_total: u64,
     /// Fired timers whose handler has not yet succeeded or given up.
     pub inflight: u64,
+    /// The tick length in milliseconds.
     pub tick_ms: u64,
     /// How long the oldest tick not yet processed has been due (0 when the
     /// ticker keeps up).
@@ -143,7 +143,9 @@ pub struct Stats {
 /// A timer that had not completed when the engine shut down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
+    /// The order id.
     pub id: OrderId,
+    /// When it was due (Unix ms).
     pub deadline_ms: u64,
     /// Attempts already made: 0 for a timer still in the wheel, more for
     /// one that fired and was waiting for a retry.
@@ -443,6 +445,7 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// A [`Builder`] with the defaults: 1 s tick, one worker per core, no journal.
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -613,10 +616,12 @@ impl Engine {
         }
     }
 
+    /// The journal, if the engine is durable.
     pub fn journal(&self) -> Option<&Journal> {
         self.shared.journal.as_ref()
     }
 
+    /// The journal's health and counters, if the engine is durable.
     pub fn journal_stats(&self) -> Option<JournalStats> {
         self.shared.journal.as_ref().map(Journal::stats)
     }
@@ -644,6 +649,7 @@ impl Engine {
         self.shared.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// Whether no timer is pending.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -653,10 +659,12 @@ impl Engine {
         self.shared.clock.now_ms()
     }
 
+    /// The tick length in milliseconds.
     pub fn tick_ms(&self) -> u64 {
         self.shared.ticks.tick_ms
     }
 
+    /// A snapshot of the counters `INFO` and `/metrics` show.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
         let (mut pending, mut cancelled_total) = (0, 0);

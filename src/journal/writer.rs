@@ -8,7 +8,9 @@
 //! per write. A failed round trip drops the connection, marks the journal
 //! down, and retries the same batch with backoff until Redis is back.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::unix_ms;
 
 use redis::{Connection, Pipeline, Script, Value};
 
@@ -204,13 +206,7 @@ fn write_once(
         scripts.dead.load(con)?;
         *scripts_loaded = true;
     }
-    encode(
-        pipe,
-        batch,
-        &inner.keys,
-        scripts,
-        heartbeat.then(unix_now_ms),
-    );
+    encode(pipe, batch, &inner.keys, scripts, heartbeat.then(unix_ms));
     if pipe.is_empty() {
         return Ok(());
     }
@@ -326,10 +322,4 @@ fn give_up(inner: &Inner, first_seq: u64, in_batch: usize) {
     );
     inner.failed_from.store(first_seq, Ordering::Release);
     inner.notify();
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

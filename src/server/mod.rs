@@ -23,8 +23,9 @@
 
 mod commands;
 mod connection;
-pub mod hub;
-pub mod metrics;
+mod figures;
+mod hub;
+mod metrics;
 pub mod serve;
 pub mod tls;
 
@@ -58,6 +59,8 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 pub struct Config {
     /// I/O threads, each with its own poll loop; at least 1.
     pub io_threads: usize,
+    /// Connections served at once; more are answered
+    /// `-ERR max number of clients reached` and closed.
     pub max_clients: usize,
     /// Close connections idle this long (not subscribers); `None`: never.
     pub idle_timeout: Option<Duration>,
@@ -84,7 +87,7 @@ impl Default for Config {
 
 /// Server-wide counters shown by `INFO`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
@@ -97,11 +100,11 @@ pub struct Counters {
 
 /// State every I/O thread shares.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub config: Config,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     pub started: Instant,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
@@ -115,10 +118,11 @@ pub struct Shared {
 /// Runs the server on `listener` until `shutdown` fires or is dropped.
 /// `engine`'s handler should publish to `hub` (see [`hub::Hub::publish`]);
 /// the engine is shut down before this returns.
-pub fn run(
+pub(crate) fn run(
     listener: std::net::TcpListener,
     engine: Engine,
     hub: Arc<Hub>,
+    counters: Arc<Counters>,
     config: Config,
     shutdown: Receiver<()>,
 ) -> io::Result<()> {
@@ -131,7 +135,7 @@ pub fn run(
             io_threads: config.io_threads.max(1),
             ..config
         },
-        counters: Counters::default(),
+        counters,
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
@@ -596,6 +600,6 @@ fn pump_subscription(conn: &mut Connection, limit: usize) -> io::Result<bool> {
 }
 
 /// Binds `addr` (port 0 picks a free port).
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr)
 }

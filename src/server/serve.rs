@@ -19,14 +19,14 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use super::figures::{self, Sources};
 use super::hub::Hub;
 use super::tls::{Acceptor, TlsConfig};
-use super::{Config, metrics};
+use super::{Config, Counters, metrics};
 use crate::engine::{DEFAULT_TICK, Engine};
 use crate::handler::{Fired, Handler, HandlerResult, RetryPolicy};
 use crate::journal::{Journal, JournalConfig, JournalError};
@@ -164,9 +164,22 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
     }
     config.server.tls = tls.clone();
     let hub = Arc::new(Hub::default());
+    let counters = Arc::new(Counters::default());
     let engine = build_engine(&config, hub.clone())?;
     if let Some(addr) = config.metrics_bind {
-        serve_metrics(addr, engine.clone(), hub.clone(), tls.clone())?;
+        let (engine, hub, counters) = (engine.clone(), hub.clone(), counters.clone());
+        let (started, io_threads) = (Instant::now(), config.server.io_threads);
+        let acceptor = tls.clone();
+        serve_metrics(addr, tls.clone(), move || {
+            figures::prometheus_text(&figures::collect(&Sources {
+                engine: &engine,
+                hub: &hub,
+                counters: &counters,
+                started,
+                io_threads,
+                tls: acceptor.as_deref(),
+            }))
+        })?;
     }
     let listener = super::bind(bind).map_err(|error| ServeError::Bind {
         flag: "--bind",
@@ -186,7 +199,7 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
         );
     }
     tracing::info!("listening on {local}");
-    super::run(listener, engine, hub, config.server, shutdown).map_err(ServeError::Io)
+    super::run(listener, engine, hub, counters, config.server, shutdown).map_err(ServeError::Io)
 }
 
 /// A channel that closes on the first SIGINT or SIGTERM: the `shutdown`
@@ -300,9 +313,8 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
 
 fn serve_metrics(
     addr: SocketAddr,
-    engine: Engine,
-    hub: Arc<Hub>,
     tls: Option<Arc<Acceptor>>,
+    metrics: impl Fn() -> String + Send + 'static,
 ) -> Result<(), ServeError> {
     let bind_error = |error| ServeError::Bind {
         flag: "--metrics-bind",
@@ -312,16 +324,7 @@ fn serve_metrics(
     let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
     let local = listener.local_addr().map_err(ServeError::Io)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let acceptor = tls.clone();
-    metrics::spawn_tls(listener, tls, move || {
-        let published = hub.published_total.load(Ordering::Relaxed);
-        let mut text = metrics::render(&engine.stats(), published, engine.journal_stats().as_ref());
-        if let Some(acceptor) = &acceptor {
-            text.push_str(&acceptor.render_metrics());
-        }
-        text
-    })
-    .map_err(ServeError::Io)?;
+    metrics::spawn(listener, tls, metrics).map_err(ServeError::Io)?;
     tracing::info!("metrics on {scheme}://{local}/metrics");
     Ok(())
 }

@@ -49,6 +49,7 @@ const MAX_PLAINTEXT_PER_WRITE: usize = 64 * 1024;
 /// TLS settings of a listening port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
+    /// Certificate, key and (for mutual TLS) client CA files.
     pub files: ServerFiles,
     /// A client still handshaking this long after it connected is closed.
     pub handshake_timeout: Duration,
@@ -60,6 +61,7 @@ pub struct Acceptor {
     files: ServerFiles,
     current: RwLock<Arc<ServerConfig>>,
     handshake_timeout: Duration,
+    /// What the `# TLS` section of `INFO` and `/metrics` show.
     pub counters: TlsCounters,
     /// When the last `warn` line about a failed handshake went out.
     last_warn: Mutex<Option<Instant>>,
@@ -69,10 +71,15 @@ pub struct Acceptor {
 /// What `INFO` (section `# TLS`) and `/metrics` show.
 #[derive(Debug, Default)]
 pub struct TlsCounters {
+    /// Handshakes completed.
     pub handshakes: AtomicU64,
+    /// Connections closed for a failed handshake.
     pub handshake_failures: AtomicU64,
+    /// Connections closed for a handshake not finished in time.
     pub handshake_timeouts: AtomicU64,
+    /// Reloads that succeeded.
     pub reloads: AtomicU64,
+    /// Reloads that failed (the previous configuration stayed).
     pub reload_failures: AtomicU64,
 }
 
@@ -126,7 +133,7 @@ impl Acceptor {
     }
 
     /// Wraps a freshly accepted socket.
-    pub fn accept(&self, socket: TcpStream) -> io::Result<Transport> {
+    pub(crate) fn accept(&self, socket: TcpStream) -> io::Result<Transport> {
         let tls = ServerConnection::new(self.config()).map_err(io::Error::other)?;
         Ok(Transport::Tls(Box::new(TlsStream {
             socket,
@@ -139,7 +146,7 @@ impl Acceptor {
 
     /// Counts a handshake that failed (`error`) or timed out (`None`), and
     /// logs it unless a line went out less than [`LOG_EVERY`] ago.
-    pub fn note_failure(&self, client: u64, error: Option<&rustls::Error>) {
+    pub(crate) fn note_failure(&self, client: u64, error: Option<&rustls::Error>) {
         let counter = match error {
             Some(_) => &self.counters.handshake_failures,
             None => &self.counters.handshake_timeouts,
@@ -170,83 +177,21 @@ impl Acceptor {
         }
     }
 
+    /// How long a client may take to finish its handshake.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
     }
-
-    /// The `# TLS` fields of `INFO`.
-    pub fn info(&self) -> Vec<(&'static str, String)> {
-        let c = &self.counters;
-        let load = |n: &AtomicU64| n.load(Ordering::Relaxed).to_string();
-        vec![
-            ("tls", "on".into()),
-            (
-                "tls_client_auth",
-                if self.mutual() { "required" } else { "no" }.into(),
-            ),
-            ("tls_handshakes_total", load(&c.handshakes)),
-            ("tls_handshake_failures_total", load(&c.handshake_failures)),
-            ("tls_handshake_timeouts_total", load(&c.handshake_timeouts)),
-            ("tls_cert_reloads_total", load(&c.reloads)),
-            ("tls_cert_reload_failures_total", load(&c.reload_failures)),
-        ]
-    }
-
-    /// The same counters in the Prometheus text format.
-    pub fn render_metrics(&self) -> String {
-        let c = &self.counters;
-        let metrics = [
-            (
-                "tls_handshakes_total",
-                "Client TLS handshakes completed.",
-                &c.handshakes,
-            ),
-            (
-                "tls_handshake_failures_total",
-                "Client connections closed for a failed TLS handshake.",
-                &c.handshake_failures,
-            ),
-            (
-                "tls_handshake_timeouts_total",
-                "Client connections closed for a TLS handshake not finished in time.",
-                &c.handshake_timeouts,
-            ),
-            (
-                "tls_cert_reloads_total",
-                "Successful certificate reloads (SIGHUP).",
-                &c.reloads,
-            ),
-            (
-                "tls_cert_reload_failures_total",
-                "Certificate reloads that failed and kept the previous certificate.",
-                &c.reload_failures,
-            ),
-        ];
-        let mut out = String::new();
-        for (name, help, value) in metrics {
-            out.push_str(&format!(
-                "# HELP timewheel_{name} {help}\n# TYPE timewheel_{name} counter\ntimewheel_{name} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
-        }
-        out
-    }
-}
-
-/// `INFO`'s `# TLS` section for `acceptor` (`tls:off` without one).
-pub fn info(acceptor: Option<&Acceptor>) -> Vec<(&'static str, String)> {
-    acceptor.map_or_else(|| vec![("tls", "off".into())], Acceptor::info)
 }
 
 /// A client's byte stream: plain TCP, or TLS over it.
 #[derive(Debug)]
-pub enum Transport {
+pub(crate) enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream>),
 }
 
 #[derive(Debug)]
-pub struct TlsStream {
+pub(crate) struct TlsStream {
     socket: TcpStream,
     tls: ServerConnection,
     /// When the socket was accepted.
@@ -362,17 +307,6 @@ impl Transport {
     /// A TLS session that failed before its handshake finished.
     pub fn handshake_failure(&self) -> Option<&rustls::Error> {
         self.failure().filter(|_| self.handshaking())
-    }
-
-    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        self.socket().set_nodelay(on)
-    }
-
-    fn socket(&self) -> &TcpStream {
-        match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(s) => &s.socket,
-        }
     }
 
     /// Before closing: a TLS `close_notify`, best effort.

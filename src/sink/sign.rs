@@ -29,7 +29,12 @@ pub const MIN_SECRET_LEN: usize = 16;
 pub enum SignError {
     /// A secret is shorter than [`MIN_SECRET_LEN`] bytes (the first is 0,
     /// the previous one 1).
-    TooShort { index: usize, len: usize },
+    TooShort {
+        /// Which secret.
+        index: usize,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// More than two secrets: the current one and the one being retired.
     TooMany(usize),
 }

@@ -74,6 +74,7 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// The defaults for `url`: 5 s per exchange, 64 kept connections.
     pub fn new(url: impl Into<String>) -> WebhookConfig {
         WebhookConfig {
             url: url.into(),
@@ -89,12 +90,23 @@ impl WebhookConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookError {
     /// The URL does not parse, or has no host.
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Neither `http://` nor `https://`.
-    UnsupportedScheme { url: String },
+    UnsupportedScheme {
+        /// The URL as given.
+        url: String,
+    },
     /// A CA certificate was given for a plain `http://` URL: the calls
     /// would go out unencrypted, which is surely not what was meant.
-    CaCertWithoutHttps { url: String },
+    CaCertWithoutHttps {
+        /// The URL as given.
+        url: String,
+    },
     /// The CA certificate file could not be used.
     Tls(String),
 }
@@ -123,9 +135,19 @@ impl std::error::Error for WebhookError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryError {
     /// The endpoint answered with a status outside 2xx.
-    Status { status: u16, body_excerpt: String },
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body, for the log and the dead letter.
+        body_excerpt: String,
+    },
     /// No complete answer within [`WebhookConfig::timeout`].
-    Timeout { after: Duration, phase: String },
+    Timeout {
+        /// The configured timeout.
+        after: Duration,
+        /// What was going on: connecting, sending, reading.
+        phase: String,
+    },
     /// Connecting, sending or reading failed (refused, reset, bad reply).
     Transport(String),
     /// The TLS handshake failed: the endpoint's certificate is not trusted,
@@ -242,6 +264,7 @@ impl WebhookSink {
         })
     }
 
+    /// The endpoint, as configured.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -255,7 +278,7 @@ impl WebhookSink {
             .header("Content-Type", "application/json")
             .header("Idempotency-Key", fired.id.as_str());
         if let Some(signer) = &self.signer {
-            let t = now_ms() / 1000;
+            let t = crate::clock::unix_ms() / 1000;
             request = request.header(sign::HEADER, signer.header(t, body.as_bytes()));
         }
         let mut response = request
@@ -303,7 +326,7 @@ impl WebhookSink {
     /// endpoint must show in the log without a line per retry.
     fn note_failure(&self, fired: &Fired, error: &DeliveryError) {
         self.failures_unreported.fetch_add(1, Ordering::Relaxed);
-        let now_ms = now_ms();
+        let now_ms = crate::clock::unix_ms();
         let last = self.last_warn_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) < WARN_EVERY_MS
             || self
@@ -390,12 +413,6 @@ impl Resolver for CachedResolver {
         *self.last.lock() = Some((key, Instant::now(), addrs.clone()));
         Ok(addrs)
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `{"id":"...","deadline_ms":N,"fired_ms":N,"attempt":N}`.
