@@ -47,7 +47,7 @@ pub mod wheel;
 pub mod fuzzing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Builder, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
+pub use engine::{Builder, Change, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
 pub use id::{InvalidId, OrderId};
 pub use journal::{Ack, AckStatus, Journal, JournalConfig, JournalError};

@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::Counters;
 use super::hub::Hub;
 use super::tls::Acceptor;
-use crate::engine::Engine;
+use crate::engine::{Engine, Stats};
 
 /// A Prometheus metric type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,186 +94,147 @@ fn load(n: &AtomicU64) -> u64 {
 /// Every figure, by section, in `INFO` order.
 pub(crate) fn collect(sources: &Sources<'_>) -> Vec<Section> {
     let stats = sources.engine.stats();
-    let c = sources.counters;
-    let mut sections = vec![
-        Section {
-            title: "Server",
-            figures: vec![
-                text("version", "timewheel version.", env!("CARGO_PKG_VERSION")),
-                text(
-                    "process_id",
-                    "The server's pid.",
-                    std::process::id().to_string(),
-                ),
-                gauge(
-                    "uptime_s",
-                    "Seconds since the server started.",
-                    sources.started.elapsed().as_secs(),
-                ),
-                gauge("tick_ms", "Tick length in milliseconds.", stats.tick_ms),
-                gauge(
-                    "io_threads",
-                    "I/O threads serving clients.",
-                    sources.io_threads as u64,
-                ),
-            ],
-        },
-        Section {
-            title: "Clients",
-            figures: vec![
-                gauge(
-                    "connected_clients",
-                    "Client connections open now.",
-                    c.connected_clients.load(Ordering::Relaxed) as u64,
-                ),
-                counter(
-                    "total_connections_received",
-                    "Client connections accepted.",
-                    load(&c.total_connections),
-                ),
-                counter(
-                    "rejected_connections",
-                    "Connections refused at --max-clients.",
-                    load(&c.rejected_connections),
-                ),
-                gauge(
-                    "subscribers",
-                    "Connections subscribed to `fired`.",
-                    sources.hub.len() as u64,
-                ),
-                counter(
-                    "subscriber_overflow_total",
-                    "Subscribers disconnected for falling too far behind.",
-                    load(&c.subscriber_overflows),
-                ),
-                counter(
-                    "idle_closed_total",
-                    "Connections closed after --idle-timeout-s.",
-                    load(&c.idle_closed),
-                ),
-                counter(
-                    "auth_failures_total",
-                    "AUTH and HELLO AUTH attempts with a wrong password.",
-                    load(&c.auth_failures),
-                ),
-                counter(
-                    "protocol_errors_total",
-                    "Connections closed for a malformed request.",
-                    load(&c.protocol_errors),
-                ),
-                counter(
-                    "total_commands_processed",
-                    "Requests executed.",
-                    load(&c.commands_processed),
-                ),
-            ],
-        },
-        Section {
-            title: "Timers",
-            figures: vec![
-                gauge(
-                    "pending",
-                    "Timers waiting in the wheel.",
-                    stats.pending as u64,
-                ),
-                counter(
-                    "fired_total",
-                    "Timers whose deadline came.",
-                    stats.fired_total,
-                ),
-                counter(
-                    "cancelled_total",
-                    "CANCELs that answered 1.",
-                    stats.cancelled_total,
-                ),
-                counter(
-                    "delivered_total",
-                    "Fired orders whose close-order task succeeded.",
-                    stats.delivered_total,
-                ),
-                counter(
-                    "delivery_retries_total",
-                    "Failed attempts that will be retried.",
-                    stats.retries_total,
-                ),
-                counter(
-                    "dead_letter_total",
-                    "Orders whose every attempt failed.",
-                    stats.dead_letter_total,
-                ),
-                gauge(
-                    "inflight",
-                    "Fired orders not yet delivered or dead-lettered.",
-                    stats.inflight,
-                ),
-                gauge(
-                    "tick_lag_ms",
-                    "How long the oldest unprocessed tick has been due, ms.",
-                    stats.tick_lag_ms,
-                ),
-                gauge(
-                    "delivery_lag_ms",
-                    "p99 over the last 60 s of delivered minus deadline, ms.",
-                    stats.delivery_lag_ms,
-                ),
-                counter(
-                    "published_total",
-                    "Fired ids pushed to at least one subscriber.",
-                    load(&sources.hub.published_total),
-                ),
-            ],
-        },
-    ];
-    sections.push(journal_section(sources.engine));
-    sections.push(tls_section(sources.tls));
-    sections
+    vec![
+        server_section(sources, &stats),
+        clients_section(sources),
+        timers_section(sources, &stats),
+        journal_section(sources.engine),
+        tls_section(sources.tls),
+    ]
 }
 
-fn tls_section(tls: Option<&Acceptor>) -> Section {
-    let state = text("tls", "TLS on the clients' port: on or off.", "off");
-    let Some(tls) = tls else {
-        return Section {
-            title: "TLS",
-            figures: vec![state],
-        };
-    };
-    let c = &tls.counters;
+fn server_section(sources: &Sources<'_>, stats: &Stats) -> Section {
     Section {
-        title: "TLS",
+        title: "Server",
         figures: vec![
-            Figure {
-                value: Value::Text("on".into()),
-                ..state
-            },
+            text("version", "timewheel version.", env!("CARGO_PKG_VERSION")),
             text(
-                "tls_client_auth",
-                "Client certificates: required or no.",
-                if tls.mutual() { "required" } else { "no" },
+                "process_id",
+                "The server's pid.",
+                std::process::id().to_string(),
+            ),
+            gauge(
+                "uptime_s",
+                "Seconds since the server started.",
+                sources.started.elapsed().as_secs(),
+            ),
+            gauge("tick_ms", "Tick length in milliseconds.", stats.tick_ms),
+            gauge(
+                "io_threads",
+                "I/O threads serving clients.",
+                sources.io_threads as u64,
+            ),
+        ],
+    }
+}
+
+fn clients_section(sources: &Sources<'_>) -> Section {
+    let c = sources.counters;
+    Section {
+        title: "Clients",
+        figures: vec![
+            gauge(
+                "connected_clients",
+                "Client connections open now.",
+                c.connected_clients.load(Ordering::Relaxed) as u64,
             ),
             counter(
-                "tls_handshakes_total",
-                "Client TLS handshakes completed.",
-                load(&c.handshakes),
+                "total_connections_received",
+                "Client connections accepted.",
+                load(&c.total_connections),
             ),
             counter(
-                "tls_handshake_failures_total",
-                "Client connections closed for a failed TLS handshake.",
-                load(&c.handshake_failures),
+                "rejected_connections",
+                "Connections refused at --max-clients.",
+                load(&c.rejected_connections),
+            ),
+            gauge(
+                "subscribers",
+                "Connections subscribed to `fired`.",
+                sources.hub.len() as u64,
             ),
             counter(
-                "tls_handshake_timeouts_total",
-                "Client connections closed for a TLS handshake not finished in time.",
-                load(&c.handshake_timeouts),
+                "subscriber_overflow_total",
+                "Subscribers disconnected for falling too far behind.",
+                load(&c.subscriber_overflows),
             ),
             counter(
-                "tls_cert_reloads_total",
-                "Certificate reloads (SIGHUP) that succeeded.",
-                load(&c.reloads),
+                "idle_closed_total",
+                "Connections closed after --idle-timeout-s.",
+                load(&c.idle_closed),
             ),
             counter(
-                "tls_cert_reload_failures_total",
-                "Certificate reloads that failed and kept the previous certificate.",
-                load(&c.reload_failures),
+                "auth_failures_total",
+                "AUTH and HELLO AUTH attempts with a wrong password.",
+                load(&c.auth_failures),
+            ),
+            counter(
+                "protocol_errors_total",
+                "Connections closed for a malformed request.",
+                load(&c.protocol_errors),
+            ),
+            counter(
+                "total_commands_processed",
+                "Requests executed.",
+                load(&c.commands_processed),
+            ),
+        ],
+    }
+}
+
+fn timers_section(sources: &Sources<'_>, stats: &Stats) -> Section {
+    Section {
+        title: "Timers",
+        figures: vec![
+            gauge(
+                "pending",
+                "Timers waiting in the wheel.",
+                stats.pending as u64,
+            ),
+            counter(
+                "fired_total",
+                "Timers whose deadline came.",
+                stats.fired_total,
+            ),
+            counter(
+                "cancelled_total",
+                "CANCELs that answered 1.",
+                stats.cancelled_total,
+            ),
+            counter(
+                "delivered_total",
+                "Fired orders whose close-order task succeeded.",
+                stats.delivered_total,
+            ),
+            counter(
+                "delivery_retries_total",
+                "Failed attempts that will be retried.",
+                stats.retries_total,
+            ),
+            counter(
+                "dead_letter_total",
+                "Orders whose every attempt failed.",
+                stats.dead_letter_total,
+            ),
+            gauge(
+                "inflight",
+                "Fired orders not yet delivered or dead-lettered.",
+                stats.inflight,
+            ),
+            gauge(
+                "tick_lag_ms",
+                "How long the oldest unprocessed tick has been due, ms.",
+                stats.tick_lag_ms,
+            ),
+            gauge(
+                "delivery_lag_ms",
+                "p99 over the last 60 s of delivered minus deadline, ms.",
+                stats.delivery_lag_ms,
+            ),
+            counter(
+                "published_total",
+                "Fired ids pushed to at least one subscriber.",
+                load(&sources.hub.published_total),
             ),
         ],
     }
@@ -359,6 +320,56 @@ fn journal_section(engine: &Engine) -> Section {
                 "invalid_journal_entries",
                 "Journal entries skipped at start as unreadable.",
                 r.invalid,
+            ),
+        ],
+    }
+}
+
+fn tls_section(tls: Option<&Acceptor>) -> Section {
+    let state = text("tls", "TLS on the clients' port: on or off.", "off");
+    let Some(tls) = tls else {
+        return Section {
+            title: "TLS",
+            figures: vec![state],
+        };
+    };
+    let c = &tls.counters;
+    Section {
+        title: "TLS",
+        figures: vec![
+            Figure {
+                value: Value::Text("on".into()),
+                ..state
+            },
+            text(
+                "tls_client_auth",
+                "Client certificates: required or no.",
+                if tls.mutual() { "required" } else { "no" },
+            ),
+            counter(
+                "tls_handshakes_total",
+                "Client TLS handshakes completed.",
+                load(&c.handshakes),
+            ),
+            counter(
+                "tls_handshake_failures_total",
+                "Client connections closed for a failed TLS handshake.",
+                load(&c.handshake_failures),
+            ),
+            counter(
+                "tls_handshake_timeouts_total",
+                "Client connections closed for a TLS handshake not finished in time.",
+                load(&c.handshake_timeouts),
+            ),
+            counter(
+                "tls_cert_reloads_total",
+                "Certificate reloads (SIGHUP) that succeeded.",
+                load(&c.reloads),
+            ),
+            counter(
+                "tls_cert_reload_failures_total",
+                "Certificate reloads that failed and kept the previous certificate.",
+                load(&c.reload_failures),
             ),
         ],
     }
@@ -471,7 +482,8 @@ mod tests {
         let engine = Engine::builder()
             .manual_ticks()
             .workers(0)
-            .build_fn(|_| Ok(()));
+            .build(|_: &crate::Fired| Ok(()))
+            .expect("no journal to read");
         let hub = Hub::default();
         let counters = Counters::default();
         // With TLS on, so its figures are checked too.

@@ -307,7 +307,7 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
         }
     }
     builder
-        .try_build(Delivery { hub, sink })
+        .build(Delivery { hub, sink })
         .map_err(ServeError::Journal)
 }
 

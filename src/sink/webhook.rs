@@ -182,8 +182,8 @@ impl std::error::Error for DeliveryError {}
 /// ```no_run
 /// use timewheel::sink::{WebhookConfig, WebhookSink};
 /// let sink = WebhookSink::new(WebhookConfig::new("http://127.0.0.1:8080/close"))?;
-/// let engine = timewheel::Engine::builder().workers(32).build(sink);
-/// # Ok::<(), timewheel::sink::WebhookError>(())
+/// let engine = timewheel::Engine::builder().workers(32).build(sink)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct WebhookSink {
     agent: ureq::Agent,
