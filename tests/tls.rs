@@ -846,3 +846,54 @@ fn the_documented_verifiers_accept_our_signatures_and_nothing_else() {
     }
     eprintln!("documented verifiers run: {ran:?}");
 }
+
+/// redis-py, unmodified, with `ssl=True` and a client certificate.
+const REDIS_PY_TLS: &str = r#"
+import os, time, redis
+r = redis.Redis(host="localhost", port=int(os.environ["PORT"]), ssl=True,
+                ssl_ca_certs=os.environ["CA"], ssl_certfile=os.environ["CERT"],
+                ssl_keyfile=os.environ["KEY"], socket_timeout=10)
+assert r.execute_command("ADD", "py-1", 60000) > 0
+pttl = r.execute_command("PTTL", "py-1")
+assert 50000 < pttl <= 60000, pttl
+assert r.execute_command("CANCEL", "py-1") == 1
+p = r.pubsub()
+p.subscribe("fired")
+r.execute_command("ADD", "py-2", 20)
+deadline = time.time() + 10
+while time.time() < deadline:
+    m = p.get_message(timeout=1)
+    if m and m["type"] == "message":
+        assert m["data"] == b"py-2", m
+        print("ok")
+        break
+"#;
+
+#[test]
+fn redis_py_with_ssl_true_and_a_client_certificate_runs_add_pttl_cancel_subscribe() {
+    let import = std::process::Command::new("python3")
+        .args(["-c", "import redis"])
+        .output();
+    if !import.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: python3 cannot import redis (CI installs it with pip)");
+        return;
+    }
+    let pki = Pki::new("redis-py");
+    let server = tls_server(&pki, &["--tls-ca-cert", pki.ca()]);
+    let client = pki.client("redis-py");
+    let output = std::process::Command::new("python3")
+        .args(["-c", REDIS_PY_TLS])
+        .env("PORT", server.port().to_string())
+        .env("CA", pki.ca())
+        .env("CERT", client.cert())
+        .env("KEY", client.key())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "ok",
+        "{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.log()
+    );
+}
