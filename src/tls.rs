@@ -104,9 +104,16 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// The first private key in the PEM file `path`.
+/// The first private key in the PEM file `path`. Warns if other users may
+/// read the file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
+    if readable_by_others(path) {
+        tracing::warn!(
+            key = %path.display(),
+            "private key file is readable by other users; chmod 600 it"
+        );
+    }
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
             path: path.to_owned(),
@@ -116,6 +123,30 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
             reason: format!("bad PEM: {e}"),
         },
     })
+}
+
+/// Whether users other than the owner (group or world) may read `path`.
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
+}
+
+/// The host of `url` if it uses the plain-text `scheme` (`http`, `redis`)
+/// and names a host other than this machine (anything but `localhost` and
+/// loopback addresses): a hop that crosses the network unencrypted.
+pub fn plaintext_to_another_host(url: &str, scheme: &str) -> Option<String> {
+    let rest = url.strip_prefix(scheme)?.strip_prefix("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!local && !host.is_empty()).then(|| host.to_owned())
 }
 
 /// A trust store holding every certificate of the PEM file `path`.
@@ -228,6 +259,51 @@ pub fn client_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plaintext_hops_to_other_hosts_are_found() {
+        let remote = |url| plaintext_to_another_host(url, "redis");
+        assert_eq!(
+            remote("redis://10.0.0.5:6379/0").as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            remote("redis://:pw@redis.internal/0").as_deref(),
+            Some("redis.internal")
+        );
+        assert_eq!(remote("redis://[fd00::5]:6379").as_deref(), Some("fd00::5"));
+        for local in [
+            "redis://127.0.0.1:6379/0",
+            "redis://127.0.0.2/0",
+            "redis://localhost/0",
+            "redis://user:p@ss@[::1]:6379/0",
+            "rediss://redis.internal:6380/0",
+            "unix:///tmp/redis.sock",
+        ] {
+            assert_eq!(remote(local), None, "{local}");
+        }
+        let http = |url| plaintext_to_another_host(url, "http");
+        assert_eq!(
+            http("http://shop.internal:8080/close").as_deref(),
+            Some("shop.internal")
+        );
+        assert_eq!(http("https://shop.internal/close"), None);
+        assert_eq!(http("http://127.0.0.1:8080/close"), None);
+    }
+
+    #[test]
+    fn group_or_world_readable_keys_are_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "x").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!readable_by_others(&key));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(readable_by_others(&key));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(readable_by_others(&key));
+    }
 
     #[test]
     fn missing_and_empty_files_name_the_file() {

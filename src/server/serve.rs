@@ -278,6 +278,13 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
     let sink = match &config.webhook {
         Some(webhook) => {
             let connections = workers.unwrap_or(WEBHOOK_WORKERS);
+            if let Some(host) = crate::tls::plaintext_to_another_host(&webhook.url, "http") {
+                tracing::warn!(
+                    host,
+                    "the webhook URL is http:// to another host: close-order calls cross the \
+                     network unencrypted; use https://"
+                );
+            }
             let sink = WebhookSink::new(WebhookConfig {
                 connections,
                 ..webhook.clone()
@@ -299,6 +306,13 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
     }
     match &config.journal {
         Some(journal) => {
+            if let Some(host) = crate::tls::plaintext_to_another_host(&journal.url, "redis") {
+                tracing::warn!(
+                    host,
+                    "the journal URL is redis:// to another host: order ids and the password \
+                     cross the network unencrypted; use rediss://"
+                );
+            }
             let journal = Journal::connect(journal.clone()).map_err(ServeError::Journal)?;
             builder = builder.journal(journal);
         }

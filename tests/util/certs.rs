@@ -113,6 +113,9 @@ impl Pki {
         };
         std::fs::write(&identity.cert, cert.pem()).unwrap();
         std::fs::write(&identity.key, key.serialize_pem()).unwrap();
+        // As a deployment keeps it (the server warns about a readable key).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&identity.key, std::fs::Permissions::from_mode(0o600)).unwrap();
         identity
     }
 
