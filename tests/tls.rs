@@ -312,6 +312,7 @@ fn a_journal_on_a_tls_only_redis_keeps_every_timer_across_a_restart() {
     assert!(url.starts_with("rediss://"), "{url}");
     let client = redis.tls_client().clone();
     let args = [
+        "--best-effort-delivery",
         "--redis",
         &url,
         "--redis-ca-cert",
@@ -371,6 +372,7 @@ fn a_tls_redis_that_refuses_the_journal_stops_the_start_with_the_password_masked
             pki.ca(),
             "--redis-connect-timeout-s",
             "1",
+            "--best-effort-delivery",
         ],
         &[],
     );
@@ -397,6 +399,7 @@ fn a_tls_redis_that_refuses_the_journal_stops_the_start_with_the_password_masked
             client.key(),
             "--redis-connect-timeout-s",
             "1",
+            "--best-effort-delivery",
         ],
         &[],
     );
@@ -414,6 +417,7 @@ fn a_tls_redis_that_refuses_the_journal_stops_the_start_with_the_password_masked
             &plain,
             "--redis-ca-cert",
             pki.ca(),
+            "--best-effort-delivery",
         ],
         &[],
     );

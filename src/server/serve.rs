@@ -16,6 +16,10 @@
 //!   anyone who reaches the port could cancel every pending order.
 //! - With TLS, the clients' port and `/metrics` share one [`Acceptor`]:
 //!   one certificate, one client CA, one reload.
+//! - A journal without a reliable sink (stream or webhook) is refused
+//!   unless the operator said `best_effort_delivery`: a fired order would
+//!   leave the journal once pushed to whoever is subscribed, which at a
+//!   restart is nobody. The log says at start where fired orders go.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -68,6 +72,8 @@ pub struct ServeConfig {
     pub metrics_bind: Option<SocketAddr>,
     /// Allow a non-loopback `bind` without a password.
     pub unsafe_no_auth: bool,
+    /// Allow a journal whose fired orders only go to subscribers.
+    pub best_effort_delivery: bool,
 }
 
 impl Default for ServeConfig {
@@ -84,6 +90,7 @@ impl Default for ServeConfig {
             webhook: None,
             metrics_bind: None,
             unsafe_no_auth: false,
+            best_effort_delivery: false,
         }
     }
 }
@@ -96,6 +103,9 @@ pub enum ServeError {
         /// The address that was refused.
         bind: SocketAddr,
     },
+    /// A journal, but neither a stream nor a webhook, and no
+    /// `best_effort_delivery`.
+    NoReliableSink,
     /// An address did not resolve or could not be bound.
     Bind {
         /// Which listener (`--bind`, `--metrics-bind`).
@@ -125,6 +135,13 @@ impl std::fmt::Display for ServeError {
                  client certificates (--tls-ca-cert), bind to 127.0.0.1, or pass --unsafe-no-auth \
                  if a firewall already keeps strangers out"
             ),
+            ServeError::NoReliableSink => f.write_str(
+                "refusing to start with --redis but no reliable sink: a fired order would only be \
+                 pushed to SUBSCRIBE fired connections and then leave the journal, so one that \
+                 fires while nobody listens (at a restart, for instance) would be lost. Give \
+                 --stream KEY (exactly once into a Redis Stream) or --webhook URL (at least \
+                 once), or pass --best-effort-delivery to accept that loss",
+            ),
             ServeError::Bind { flag, addr, error } => write!(f, "{flag} {addr}: {error}"),
             ServeError::Journal(error) => error.fmt(f),
             ServeError::Webhook(error) => error.fmt(f),
@@ -148,6 +165,7 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
     if !bind.ip().is_loopback() && !authenticated && !config.unsafe_no_auth {
         return Err(ServeError::NoPassword { bind });
     }
+    tracing::info!("fired orders go {}", where_fired_orders_go(&config)?);
     let tls = match config.tls.clone() {
         Some(tls) => Some(Arc::new(Acceptor::new(tls).map_err(ServeError::Tls)?)),
         None => {
@@ -254,6 +272,27 @@ fn reload_tls_on(reload: Receiver<()>, tls: Option<Arc<Acceptor>>) -> Result<(),
         })
         .map(drop)
         .map_err(ServeError::Io)
+}
+
+/// Where fired orders go, as the start-up log line says it; refuses a
+/// journal without a reliable sink unless `best_effort_delivery`.
+fn where_fired_orders_go(config: &ServeConfig) -> Result<String, ServeError> {
+    let stream = config.journal.as_ref().and_then(|j| j.stream.as_deref());
+    Ok(match (stream, &config.webhook) {
+        (Some(stream), _) => format!(
+            "into the Redis Stream {stream}, exactly once (and to SUBSCRIBE fired, best effort)"
+        ),
+        // The URL is in the webhook's own line, with any password masked.
+        (None, Some(_)) => {
+            "to the webhook, at least once (and to SUBSCRIBE fired, best effort)".to_owned()
+        }
+        (None, None) if config.journal.is_some() && !config.best_effort_delivery => {
+            return Err(ServeError::NoReliableSink);
+        }
+        (None, None) => "only to SUBSCRIBE fired connections, best effort: an order that fires \
+                         while nobody listens is not seen by anyone"
+            .to_owned(),
+    })
 }
 
 /// The first address `addr` resolves to.

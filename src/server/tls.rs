@@ -309,6 +309,14 @@ impl Transport {
         self.failure().filter(|_| self.handshaking())
     }
 
+    /// The client's address.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Transport::Plain(s) => s.peer_addr(),
+            Transport::Tls(s) => s.socket.peer_addr(),
+        }
+    }
+
     /// Before closing: a TLS `close_notify`, best effort.
     pub fn close_notify(&mut self) {
         if let Transport::Tls(s) = self

@@ -13,13 +13,18 @@
 //!   runs only those flagged `SUBSCRIBED`; a RESP3 one runs anything, as in
 //!   Redis 7.
 //!
+//! - Between `MULTI` and `EXEC`, requests are checked and queued, not run
+//!   (see [`transactions`]).
+//!
 //! One module per area: [`timers`], [`pubsub`], [`connection`],
-//! [`introspection`]; this one checks the gates and dispatches.
+//! [`introspection`], [`transactions`]; this one checks the gates and
+//! dispatches.
 
 mod connection;
 mod introspection;
 mod pubsub;
 mod timers;
+mod transactions;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -64,6 +69,10 @@ pub fn execute(
                 request.command_name().to_ascii_lowercase().escape_ascii()
             ),
         );
+        return None;
+    }
+    if session.transaction.is_some() && !transactions::runs_now(spec) {
+        transactions::queue(session, spec, request, out);
         return None;
     }
     let command = match Command::from_request(request) {
@@ -113,10 +122,15 @@ fn dispatch(
             connection::client(session, &subcommand, &args, out)
         }
         Command::Select { db } => connection::select(db, out),
+        Command::Multi => transactions::multi(session, out),
+        Command::Exec => return transactions::exec(shared, io, session, out),
+        Command::Discard => transactions::discard(session, out),
+        Command::Watch => transactions::watch(session, out),
+        Command::Unwatch => crate::protocol::write_simple(out, "OK"),
         Command::Info { sections } => introspection::info(shared, &sections, out),
         Command::Command { args } => introspection::command(session.protocol, &args, out),
         Command::ConfigGet { patterns } => {
-            introspection::config_get(session.protocol, &patterns, out)
+            introspection::config_get(shared, session.protocol, &patterns, out)
         }
         Command::Config { subcommand, .. } => introspection::config_other(&subcommand, out),
     }
