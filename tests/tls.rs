@@ -476,6 +476,34 @@ fn redis_cli_and_the_redis_crate_run_add_pttl_cancel_subscribe_over_tls() {
     assert_eq!(redis_cli(port, &ca, &["CANCEL", "cli-1"]), "1");
     assert_eq!(redis_cli(port, &ca, &["CANCEL", "cli-1"]), "0");
 
+    // redis-cli --tls SUBSCRIBE fired: a fired id arrives on its output.
+    let mut subscriber = std::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert", pki.ca(), "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args(["SUBSCRIBE", "fired"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-cli");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stdout = subscriber.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // "subscribe", "fired", "1": subscribed.
+    let confirmation: Vec<String> = (0..3)
+        .map(|_| lines_rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(confirmation, ["subscribe", "fired", "1"]);
+    redis_cli(port, &ca, &["ADD", "cli-sub", "20"]);
+    let message: Vec<String> = (0..3)
+        .map(|_| lines_rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(message, ["message", "fired", "cli-sub"]);
+    let _ = subscriber.kill();
+    let _ = subscriber.wait();
+
     let certificates = || redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(std::fs::read(pki.ca()).unwrap()),
@@ -529,8 +557,8 @@ fn redis_cli_and_the_redis_crate_run_add_pttl_cancel_subscribe_over_tls() {
         .unwrap_or_else(|| panic!("no tls_handshakes_total in {reply}"))
         .parse()
         .unwrap();
-    // Four redis-cli runs and two redis crate connections.
-    assert_eq!(handshakes, 6, "{reply}");
+    // Six redis-cli runs and two redis crate connections.
+    assert_eq!(handshakes, 8, "{reply}");
     // A plain-text scrape gets nothing.
     let mut plain = std::net::TcpStream::connect(&addr).unwrap();
     plain
