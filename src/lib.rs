@@ -19,6 +19,8 @@
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
 //! - [`server`]: the `mio` event loop, connections, commands, pub/sub.
+//! - [`tls`]: PEM certificate files to rustls configurations, for every
+//!   hop (clients, `/metrics`, the journal's Redis, the webhook).
 //! - `model` and `fuzzing` (feature `testing`, hidden): a reference model
 //!   of the engine and the fuzz targets' checks, for the tests and `fuzz/`
 //!   only; the release binary contains neither.
@@ -37,6 +39,7 @@ pub mod model;
 pub mod protocol;
 pub mod server;
 pub mod sink;
+pub mod tls;
 pub mod wheel;
 
 #[cfg(feature = "testing")]

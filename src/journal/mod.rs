@@ -27,12 +27,15 @@
 //! - A delivered order is removed only if its score still equals the
 //!   deadline that fired, so a later `ADD` of the same id survives.
 //! - The writer never takes an engine lock.
+//! - A `rediss://` URL is TLS on every connection, the rebuild's too
+//!   ([`RedisTls`]); the server's certificate is always verified.
 
 mod bulk;
 mod restore;
 mod writer;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -47,8 +50,10 @@ pub use restore::{Restored, RestoredEntry};
 /// Where the journal lives and how patient it is.
 #[derive(Debug, Clone)]
 pub struct JournalConfig {
-    /// `redis://[:password@]host:port/db`.
+    /// `redis://[:password@]host:port/db`, or `rediss://...` for TLS.
     pub url: String,
+    /// Certificates for a `rediss://` URL.
+    pub tls: RedisTls,
     /// Prefix of every key the journal writes (default `tw:`).
     pub key_prefix: String,
     /// How long to keep trying to reach Redis at start before giving up.
@@ -68,12 +73,66 @@ impl JournalConfig {
     pub fn new(url: impl Into<String>) -> JournalConfig {
         JournalConfig {
             url: url.into(),
+            tls: RedisTls::default(),
             key_prefix: "tw:".into(),
             connect_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             stream: None,
         }
+    }
+}
+
+/// TLS settings for a `rediss://` journal URL. With neither set, the
+/// server's certificate is checked against the system's CA certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM CA certificate(s) to trust instead of the system's.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate and key, for a Redis with `tls-auth-clients yes`.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl RedisTls {
+    fn is_set(&self) -> bool {
+        self.ca_cert.is_some() || self.identity.is_some()
+    }
+
+    /// The redis crate's form of these files (PEM bytes).
+    fn certificates(&self) -> Result<redis::TlsCertificates, crate::tls::TlsError> {
+        let client_tls = match &self.identity {
+            Some((cert, key)) => {
+                // Parse now, for an error that names the file.
+                crate::tls::load_certs(cert)?;
+                crate::tls::load_key(key)?;
+                Some(redis::ClientTlsConfig {
+                    client_cert: crate::tls::read(cert)?,
+                    client_key: crate::tls::read(key)?,
+                })
+            }
+            None => None,
+        };
+        let root_cert = match &self.ca_cert {
+            Some(ca) => {
+                crate::tls::load_roots(ca)?;
+                Some(crate::tls::read(ca)?)
+            }
+            None => None,
+        };
+        Ok(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    }
+
+    /// The rebuild connection's configuration (it speaks TLS itself).
+    fn client_config(&self) -> Result<rustls::ClientConfig, crate::tls::TlsError> {
+        crate::tls::client_config(
+            self.ca_cert.as_deref(),
+            self.identity
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+        )
     }
 }
 
@@ -101,6 +160,8 @@ pub fn redacted(url: &str) -> String {
 pub enum JournalError {
     /// The URL does not parse.
     BadUrl(String),
+    /// A certificate file for `rediss://` could not be used.
+    Tls(String),
     /// Redis could not be reached within the connect timeout.
     Unreachable {
         /// The URL, password masked.
@@ -116,6 +177,7 @@ impl std::fmt::Display for JournalError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             JournalError::BadUrl(e) => write!(f, "journal: bad Redis URL: {e}"),
+            JournalError::Tls(e) => write!(f, "journal: TLS: {e}"),
             JournalError::Unreachable { url, error } => {
                 write!(f, "journal: Redis at {url} is unreachable: {error}")
             }
@@ -253,6 +315,8 @@ pub(crate) struct Inner {
     /// Set by restore; the writer takes it over.
     connection: Mutex<Option<redis::Connection>>,
     client: redis::Client,
+    /// For the rebuild's own connection, with a `rediss://` URL.
+    rebuild_tls: Option<Arc<rustls::ClientConfig>>,
     stopping: AtomicBool,
 }
 
@@ -285,8 +349,32 @@ impl Journal {
     /// Connects to Redis, retrying with backoff (and a log line per try)
     /// until `config.connect_timeout` has passed.
     pub fn connect(config: JournalConfig) -> Result<Journal, JournalError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| JournalError::BadUrl(e.to_string()))?;
+        let tls_url = config.url.starts_with("rediss://");
+        if config.tls.is_set() && !tls_url {
+            return Err(JournalError::BadUrl(format!(
+                "{}: certificates were given, but the URL is not rediss://",
+                redacted(&config.url)
+            )));
+        }
+        let client = if config.tls.is_set() {
+            let certificates = config
+                .tls
+                .certificates()
+                .map_err(|e| JournalError::Tls(e.to_string()))?;
+            redis::Client::build_with_tls(config.url.as_str(), certificates)
+        } else {
+            redis::Client::open(config.url.as_str())
+        }
+        .map_err(|e| JournalError::BadUrl(e.to_string()))?;
+        let rebuild_tls = if tls_url {
+            let tls = config
+                .tls
+                .client_config()
+                .map_err(|e| JournalError::Tls(e.to_string()))?;
+            Some(Arc::new(tls))
+        } else {
+            None
+        };
         let started = Instant::now();
         let mut wait = Duration::from_millis(100);
         let connection = loop {
@@ -335,6 +423,7 @@ impl Journal {
                 restored: Mutex::new(Restored::default()),
                 connection: Mutex::new(Some(connection)),
                 client,
+                rebuild_tls,
                 stopping: AtomicBool::new(false),
             }),
             writer: Arc::new(Mutex::new(None)),
@@ -356,6 +445,7 @@ impl Journal {
         let restored = restore::run(
             connection,
             self.inner.client.get_connection_info(),
+            self.inner.rebuild_tls.clone(),
             self.inner.config.io_timeout,
             &self.inner.keys,
             now_ms,

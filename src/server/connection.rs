@@ -18,9 +18,8 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use super::hub::Subscription;
+use super::tls::Transport;
 use crate::journal::{Ack, AckStatus};
 use crate::protocol::{self, Protocol, write_error, write_integer};
 
@@ -147,7 +146,7 @@ pub enum Drive {
 }
 
 pub struct Connection {
-    pub stream: TcpStream,
+    pub stream: Transport,
     pub session: Session,
     pub last_active: Instant,
     /// Protocol errors since the event loop last collected them.
@@ -173,7 +172,7 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, id: u64, authenticated: bool) -> Connection {
+    pub fn new(stream: Transport, id: u64, authenticated: bool) -> Connection {
         let peer = stream.peer_addr().ok().map(|addr| addr.ip());
         Connection {
             stream,
@@ -230,6 +229,11 @@ impl Connection {
         self.output.len() - self.written
     }
 
+    /// Nothing left to send: no output, and (TLS) no record waiting for the socket.
+    pub fn all_sent(&self) -> bool {
+        self.unsent() == 0 && !self.stream.pending()
+    }
+
     /// Appends bytes to send (pushes for a subscriber).
     pub fn output_mut(&mut self) -> &mut Vec<u8> {
         &mut self.output
@@ -251,7 +255,7 @@ impl Connection {
             self.release_held(&status);
             self.flush()?;
             if self.session.closing || self.eof {
-                return Ok(if self.unsent() == 0 && self.held.is_empty() {
+                return Ok(if self.all_sent() && self.held.is_empty() {
                     Drive::Close
                 } else {
                     Drive::Idle
@@ -337,6 +341,8 @@ impl Connection {
 
     /// Writes as much output as the socket takes.
     pub fn flush(&mut self) -> io::Result<()> {
+        // TLS records from an earlier turn go first (a no-op for plain TCP).
+        self.stream.flush()?;
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

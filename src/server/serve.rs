@@ -11,9 +11,11 @@
 //! Ground rules:
 //! - Nothing listens before the engine is built, so with a journal the
 //!   wheel is rebuilt before the first client can connect.
-//! - A non-loopback address without a password is refused unless the
-//!   operator said `unsafe_no_auth`: anyone who reaches the port could
-//!   cancel every pending order.
+//! - A non-loopback address without a password or client certificates
+//!   (mutual TLS) is refused unless the operator said `unsafe_no_auth`:
+//!   anyone who reaches the port could cancel every pending order.
+//! - With TLS, the clients' port and `/metrics` share one [`Acceptor`]:
+//!   one certificate, one client CA, one reload.
 //! - A journal without a reliable sink (stream or webhook) is refused
 //!   unless the operator said `best_effort_delivery`: a fired order would
 //!   leave the journal once pushed to whoever is subscribed, which at a
@@ -27,11 +29,13 @@ use crossbeam_channel::Receiver;
 
 use super::figures::{self, Sources};
 use super::hub::Hub;
+use super::tls::{Acceptor, TlsConfig};
 use super::{Config, Counters, metrics};
 use crate::engine::{DEFAULT_TICK, Engine};
 use crate::handler::{Fired, Handler, HandlerResult, RetryPolicy};
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::sink::{WebhookConfig, WebhookError, WebhookSink};
+use crate::tls::TlsError;
 
 /// Address `serve` listens on by default.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7379";
@@ -46,8 +50,13 @@ pub struct ServeConfig {
     /// `host:port` to listen on; a host name is resolved, port 0 picks a
     /// free port.
     pub bind: String,
-    /// Event loop settings.
+    /// Event loop settings (its `tls` is set by `serve` from [`ServeConfig::tls`]).
     pub server: Config,
+    /// Serve `bind` (and `/metrics`) over TLS only; `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// Each message reloads the TLS certificate files
+    /// ([`reload_on_sighup`]); `None`: never.
+    pub reload: Option<Receiver<()>>,
     /// Timers fire within one tick after their deadline.
     pub tick: Duration,
     /// Worker threads; `None`: [`WEBHOOK_WORKERS`] with a webhook, else the
@@ -72,6 +81,8 @@ impl Default for ServeConfig {
         ServeConfig {
             bind: DEFAULT_BIND.into(),
             server: Config::default(),
+            tls: None,
+            reload: None,
             tick: DEFAULT_TICK,
             workers: None,
             retry: RetryPolicy::default(),
@@ -108,6 +119,8 @@ pub enum ServeError {
     Journal(JournalError),
     /// The webhook URL is not usable.
     Webhook(WebhookError),
+    /// The TLS certificate or key could not be used.
+    Tls(TlsError),
     /// The event loop failed.
     Io(std::io::Error),
 }
@@ -118,8 +131,9 @@ impl std::fmt::Display for ServeError {
             ServeError::NoPassword { bind } => write!(
                 f,
                 "refusing to listen on {bind} without a password: anyone who can reach it could \
-                 cancel every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), bind to \
-                 127.0.0.1, or pass --unsafe-no-auth if a firewall already keeps strangers out"
+                 cancel every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), require \
+                 client certificates (--tls-ca-cert), bind to 127.0.0.1, or pass --unsafe-no-auth \
+                 if a firewall already keeps strangers out"
             ),
             ServeError::NoReliableSink => f.write_str(
                 "refusing to start with --redis but no reliable sink: a fired order would only be \
@@ -131,6 +145,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Bind { flag, addr, error } => write!(f, "{flag} {addr}: {error}"),
             ServeError::Journal(error) => error.fmt(f),
             ServeError::Webhook(error) => error.fmt(f),
+            ServeError::Tls(error) => write!(f, "--tls-cert: {error}"),
             ServeError::Io(error) => write!(f, "server failed: {error}"),
         }
     }
@@ -140,25 +155,47 @@ impl std::error::Error for ServeError {}
 
 /// Runs the server until `shutdown` fires or is dropped; pending timers
 /// stay in the journal (or, without one, are dropped with a warning).
-pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeError> {
+pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeError> {
     let bind = resolve("--bind", &config.bind)?;
-    if !bind.ip().is_loopback() && config.server.requirepass.is_none() && !config.unsafe_no_auth {
+    let mutual_tls = config
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.files.client_ca.is_some());
+    let authenticated = config.server.requirepass.is_some() || mutual_tls;
+    if !bind.ip().is_loopback() && !authenticated && !config.unsafe_no_auth {
         return Err(ServeError::NoPassword { bind });
     }
     tracing::info!("fired orders go {}", where_fired_orders_go(&config)?);
+    let tls = match config.tls.clone() {
+        Some(tls) => Some(Arc::new(Acceptor::new(tls).map_err(ServeError::Tls)?)),
+        None => {
+            if !bind.ip().is_loopback() {
+                tracing::warn!(
+                    "no --tls-cert: passwords and order ids cross the network to {bind} unencrypted"
+                );
+            }
+            None
+        }
+    };
+    if let Some(reload) = config.reload.take() {
+        reload_tls_on(reload, tls.clone())?;
+    }
+    config.server.tls = tls.clone();
     let hub = Arc::new(Hub::default());
     let counters = Arc::new(Counters::default());
     let engine = build_engine(&config, hub.clone())?;
     if let Some(addr) = config.metrics_bind {
         let (engine, hub, counters) = (engine.clone(), hub.clone(), counters.clone());
         let (started, io_threads) = (Instant::now(), config.server.io_threads);
-        serve_metrics(addr, move || {
+        let acceptor = tls.clone();
+        serve_metrics(addr, tls.clone(), move || {
             figures::prometheus_text(&figures::collect(&Sources {
                 engine: &engine,
                 hub: &hub,
                 counters: &counters,
                 started,
                 io_threads,
+                tls: acceptor.as_deref(),
             }))
         })?;
     }
@@ -168,6 +205,17 @@ pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeErr
         error,
     })?;
     let local = listener.local_addr().map_err(ServeError::Io)?;
+    if let Some(acceptor) = &tls {
+        let client_certificates = if acceptor.mutual() {
+            "required"
+        } else {
+            "not asked"
+        };
+        tracing::info!(
+            client_certificates,
+            "TLS on; SIGHUP reloads the certificate files"
+        );
+    }
     tracing::info!("listening on {local}");
     super::run(listener, engine, hub, counters, config.server, shutdown).map_err(ServeError::Io)
 }
@@ -189,6 +237,41 @@ pub fn shutdown_on_signals() -> std::io::Result<Receiver<()>> {
             }
         })?;
     Ok(shutdown_rx)
+}
+
+/// A channel that gets a message on every SIGHUP: the
+/// [`ServeConfig::reload`] of a process.
+pub fn reload_on_sighup() -> std::io::Result<Receiver<()>> {
+    let (reload_tx, reload_rx) = crossbeam_channel::unbounded::<()>();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("timewheel-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if reload_tx.send(()).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(reload_rx)
+}
+
+/// Reloads `tls` on every message of `reload`, on a thread of its own
+/// (reading files must not stall an event loop).
+fn reload_tls_on(reload: Receiver<()>, tls: Option<Arc<Acceptor>>) -> Result<(), ServeError> {
+    std::thread::Builder::new()
+        .name("timewheel-reload".into())
+        .spawn(move || {
+            for () in reload {
+                match &tls {
+                    // Logs its outcome; a failure keeps the old certificate.
+                    Some(acceptor) => drop(acceptor.reload()),
+                    None => tracing::info!("reload asked: nothing to reload (no TLS)"),
+                }
+            }
+        })
+        .map(drop)
+        .map_err(ServeError::Io)
 }
 
 /// Where fired orders go, as the start-up log line says it; refuses a
@@ -234,12 +317,24 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
     let sink = match &config.webhook {
         Some(webhook) => {
             let connections = workers.unwrap_or(WEBHOOK_WORKERS);
+            if let Some(host) = crate::tls::plaintext_to_another_host(&webhook.url, "http") {
+                tracing::warn!(
+                    host,
+                    "the webhook URL is http:// to another host: close-order calls cross the \
+                     network unencrypted; use https://"
+                );
+            }
             let sink = WebhookSink::new(WebhookConfig {
                 connections,
                 ..webhook.clone()
             })
             .map_err(ServeError::Webhook)?;
-            tracing::info!(url = %sink.url(), workers = connections, "closing orders through the webhook");
+            tracing::info!(
+                url = %sink.url(),
+                workers = connections,
+                signed = webhook.signer.is_some(),
+                "closing orders through the webhook"
+            );
             Some(sink)
         }
         None => None,
@@ -250,6 +345,13 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
     }
     match &config.journal {
         Some(journal) => {
+            if let Some(host) = crate::tls::plaintext_to_another_host(&journal.url, "redis") {
+                tracing::warn!(
+                    host,
+                    "the journal URL is redis:// to another host: order ids and the password \
+                     cross the network unencrypted; use rediss://"
+                );
+            }
             let journal = Journal::connect(journal.clone()).map_err(ServeError::Journal)?;
             builder = builder.journal(journal);
         }
@@ -264,6 +366,7 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
 
 fn serve_metrics(
     addr: SocketAddr,
+    tls: Option<Arc<Acceptor>>,
     metrics: impl Fn() -> String + Send + 'static,
 ) -> Result<(), ServeError> {
     let bind_error = |error| ServeError::Bind {
@@ -273,8 +376,9 @@ fn serve_metrics(
     };
     let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
     let local = listener.local_addr().map_err(ServeError::Io)?;
-    metrics::spawn(listener, metrics).map_err(ServeError::Io)?;
-    tracing::info!("metrics on http://{local}/metrics");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    metrics::spawn(listener, tls, metrics).map_err(ServeError::Io)?;
+    tracing::info!("metrics on {scheme}://{local}/metrics");
     Ok(())
 }
 
