@@ -38,6 +38,10 @@ const KEPT_CAPACITY: usize = 16 * 1024;
 /// Journal writes one connection may have waiting before reading pauses.
 pub const MAX_HELD: usize = 4096;
 
+/// Cluster mode: the partition moved to another node before the write
+/// reached Redis, which refused it (fencing). Clients retry `TRYAGAIN`.
+pub const FENCED: &str = "TRYAGAIN the partition moved to another node before this write was journaled; nothing was changed";
+
 /// The error a write gets when the journal gave up on it at shutdown.
 pub const JOURNAL_GAVE_UP: &str =
     "JOURNAL unavailable: Redis did not confirm the write before shutdown";
@@ -154,6 +158,7 @@ impl Connection {
                 AckStatus::Waiting => break,
                 AckStatus::Durable => write_integer(&mut self.output, front.reply.value),
                 AckStatus::Failed => write_error(&mut self.output, JOURNAL_GAVE_UP),
+                AckStatus::Fenced => write_error(&mut self.output, FENCED),
             }
             if let Some(held) = self.held.pop_front() {
                 self.held_bytes -= held.after.len();
