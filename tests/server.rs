@@ -528,9 +528,31 @@ fn redis_client_handshake_commands() {
         &["HELLO", "two"],
         b"-ERR Protocol version is not an integer or out of range\r\n",
     );
-    expect_both(&mut c, &["COMMAND"], b"*0\r\n");
-    expect_both(&mut c, &["COMMAND", "COUNT"], b":0\r\n");
-    expect_both(&mut c, &["command", "docs"], b"*0\r\n");
+    // COMMAND is answered from the command table (unit-tested byte for
+    // byte in src/protocol/table.rs); here: over the wire, every row.
+    let rows = timewheel::protocol::COMMANDS.len();
+    expect_both(
+        &mut c,
+        &["COMMAND", "COUNT"],
+        format!(":{rows}\r\n").as_bytes(),
+    );
+    let all = roundtrip(&mut c, b"COMMAND\r\n");
+    assert!(
+        all.starts_with(format!("*{rows}\r\n*10\r\n$3\r\nadd\r\n:-3\r\n").as_bytes()),
+        "{}",
+        show(&all)
+    );
+    expect_both(
+        &mut c,
+        &["COMMAND", "GETKEYS", "ADD", "order:1", "1000"],
+        b"*1\r\n$7\r\norder:1\r\n",
+    );
+    let docs = roundtrip(&mut c, b"COMMAND DOCS cancel\r\n");
+    assert!(
+        docs.starts_with(b"*2\r\n$6\r\ncancel\r\n*8\r\n$7\r\nsummary\r\n"),
+        "{}",
+        show(&docs)
+    );
     expect_both(
         &mut c,
         &["CONFIG", "GET", "save"],

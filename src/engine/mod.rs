@@ -53,8 +53,11 @@ use lag::LagWindow;
 use pool::RetryQueue;
 use shard::{Shard, ShardGuard};
 
-/// Longest delay accepted: 366 days.
-pub const MAX_DELAY_MS: u64 = 366 * 24 * 60 * 60 * 1000;
+/// Longest delay accepted, in days.
+pub const MAX_DELAY_DAYS: u64 = 366;
+
+/// Longest delay accepted: [`MAX_DELAY_DAYS`] in milliseconds.
+pub const MAX_DELAY_MS: u64 = MAX_DELAY_DAYS * 24 * 60 * 60 * 1000;
 
 /// Number of wheel shards. A power of two well above the core count keeps
 /// two threads from contending for one shard most of the time.
@@ -85,7 +88,9 @@ impl std::fmt::Display for ScheduleError {
             }
             ScheduleError::NotScheduled => f.write_str("not scheduled"),
             ScheduleError::InvalidId => f.write_str("invalid id"),
-            ScheduleError::DelayTooLong => f.write_str("delay longer than 366 days"),
+            ScheduleError::DelayTooLong => {
+                write!(f, "delay longer than {MAX_DELAY_DAYS} days")
+            }
             ScheduleError::ShutDown => f.write_str("engine is shutting down"),
             ScheduleError::JournalUnavailable => {
                 f.write_str("journal unavailable: Redis is unreachable, nothing was changed")

@@ -1,23 +1,9 @@
 //! Commands: a [`Request`] checked and typed into a [`Command`], or a
 //! [`CommandError`] worded the way Redis words it.
 //!
-//! | command | arguments |
-//! |---|---|
-//! | `PING` | `[message]` |
-//! | `ADD` | `id delay_ms [REPLACE]` |
-//! | `ADDAT` | `id unix_ms [REPLACE]` |
-//! | `CANCEL`, `PTTL` | `id` |
-//! | `COUNT`, `QUIT` | none |
-//! | `INFO` | `[section ...]` |
-//! | `SUBSCRIBE` | `channel [channel ...]` |
-//! | `UNSUBSCRIBE` | `[channel ...]` |
-//! | `PUNSUBSCRIBE` | `[pattern ...]` |
-//! | `HELLO` | `[protover [AUTH user password] [SETNAME name]]` |
-//! | `AUTH` | `[user] password` |
-//! | `COMMAND` | anything |
-//! | `CONFIG` | `GET pattern [pattern ...]`, or any other subcommand and arguments |
-//! | `CLIENT` | `subcommand [argument ...]` |
-//! | `SELECT` | `db` |
+//! Which commands exist, their arity, flags and key positions are in the
+//! command table ([`super::table`]); this module holds the typed commands
+//! and the parser of each row.
 //!
 //! # Ground rules
 //!
@@ -37,6 +23,8 @@ pub use crate::id::{MAX_ID_LEN, is_valid_id};
 
 use super::Protocol;
 use super::request::{Request, parse_i64};
+use super::table::lookup;
+use crate::id::OrderId;
 
 /// Latest deadline `ADDAT` accepts: 9999-12-31T23:59:59.999Z, in milliseconds
 /// since the Unix epoch (10000-01-01 is 2_932_897 days after 1970-01-01).
@@ -75,8 +63,8 @@ pub enum Command {
     },
     /// `ADD id delay_ms [REPLACE]`.
     Add {
-        /// A valid id (see [`is_valid_id`]).
-        id: Vec<u8>,
+        /// The order id, validated.
+        id: OrderId,
         /// `0..=MAX_DELAY_MS`.
         delay_ms: u64,
         /// Overwrite an existing timer instead of failing.
@@ -84,8 +72,8 @@ pub enum Command {
     },
     /// `ADDAT id unix_ms [REPLACE]`.
     AddAt {
-        /// A valid id (see [`is_valid_id`]).
-        id: Vec<u8>,
+        /// The order id, validated.
+        id: OrderId,
         /// Deadline in milliseconds since the Unix epoch, `0..=MAX_UNIX_MS`.
         unix_ms: u64,
         /// Overwrite an existing timer instead of failing.
@@ -93,13 +81,13 @@ pub enum Command {
     },
     /// `CANCEL id`.
     Cancel {
-        /// A valid id (see [`is_valid_id`]).
-        id: Vec<u8>,
+        /// The order id, validated.
+        id: OrderId,
     },
     /// `PTTL id`.
     Pttl {
-        /// A valid id (see [`is_valid_id`]).
-        id: Vec<u8>,
+        /// The order id, validated.
+        id: OrderId,
     },
     /// `COUNT`.
     Count,
@@ -170,115 +158,17 @@ pub enum Command {
 }
 
 impl Command {
-    /// Checks a request and types it.
+    /// Checks a request and types it: the row of the command table, its
+    /// arity, then the row's parser.
     pub fn from_request(request: Request) -> Result<Self, CommandError> {
         let mut args = request.into_args();
         if args.is_empty() {
             return Err(CommandError::UnknownCommand(Vec::new()));
         }
         let name = args.remove(0);
-        let rest = args;
-        let mut lowercase = [0; LONGEST_NAME];
-        Ok(match lowercase_name(&name, &mut lowercase) {
-            b"ping" => {
-                if rest.len() > 1 {
-                    return Err(CommandError::WrongArity("ping"));
-                }
-                Self::Ping {
-                    message: rest.into_iter().next(),
-                }
-            }
-            b"add" => {
-                let (id, delay_ms, replace) = parse_add("add", rest, MAX_DELAY_MS)?;
-                Self::Add {
-                    id,
-                    delay_ms,
-                    replace,
-                }
-            }
-            b"addat" => {
-                let (id, unix_ms, replace) = parse_add("addat", rest, MAX_UNIX_MS)?;
-                Self::AddAt {
-                    id,
-                    unix_ms,
-                    replace,
-                }
-            }
-            b"cancel" => {
-                let [id] = exactly("cancel", rest)?;
-                Self::Cancel { id: check_id(id)? }
-            }
-            b"pttl" => {
-                let [id] = exactly("pttl", rest)?;
-                Self::Pttl { id: check_id(id)? }
-            }
-            b"count" => {
-                let [] = exactly("count", rest)?;
-                Self::Count
-            }
-            b"info" => Self::Info {
-                sections: rest.into_iter().map(|s| s.to_ascii_lowercase()).collect(),
-            },
-            b"subscribe" => {
-                if rest.is_empty() {
-                    return Err(CommandError::WrongArity("subscribe"));
-                }
-                Self::Subscribe { channels: rest }
-            }
-            b"unsubscribe" => Self::Unsubscribe { channels: rest },
-            b"punsubscribe" => Self::Punsubscribe { patterns: rest },
-            b"quit" => {
-                let [] = exactly("quit", rest)?;
-                Self::Quit
-            }
-            b"hello" => parse_hello(&rest)?,
-            b"auth" => Self::Auth(parse_auth(rest)?),
-            b"command" => Self::Command { args: rest },
-            b"config" => {
-                let (subcommand, args) = split_subcommand("config", rest)?;
-                if subcommand == b"get" {
-                    if args.is_empty() {
-                        return Err(CommandError::WrongArity("config|get"));
-                    }
-                    Self::ConfigGet { patterns: args }
-                } else {
-                    Self::Config { subcommand, args }
-                }
-            }
-            b"client" => {
-                let (subcommand, args) = split_subcommand("client", rest)?;
-                Self::Client { subcommand, args }
-            }
-            b"select" => {
-                let [db] = exactly("select", rest)?;
-                Self::Select {
-                    db: parse_i64(&db).ok_or(CommandError::NotAnInteger)?,
-                }
-            }
-            _ => return Err(CommandError::UnknownCommand(name)),
-        })
-    }
-
-    /// The command's name in lowercase, as in arity errors.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Ping { .. } => "ping",
-            Self::Add { .. } => "add",
-            Self::AddAt { .. } => "addat",
-            Self::Cancel { .. } => "cancel",
-            Self::Pttl { .. } => "pttl",
-            Self::Count => "count",
-            Self::Info { .. } => "info",
-            Self::Subscribe { .. } => "subscribe",
-            Self::Unsubscribe { .. } => "unsubscribe",
-            Self::Punsubscribe { .. } => "punsubscribe",
-            Self::Quit => "quit",
-            Self::Hello { .. } => "hello",
-            Self::Auth(_) => "auth",
-            Self::Command { .. } => "command",
-            Self::ConfigGet { .. } | Self::Config { .. } => "config",
-            Self::Client { .. } => "client",
-            Self::Select { .. } => "select",
+        match lookup(&name) {
+            Some(spec) => spec.parse(args),
+            None => Err(CommandError::UnknownCommand(name)),
         }
     }
 }
@@ -291,20 +181,98 @@ impl TryFrom<Request> for Command {
     }
 }
 
-/// Bytes in the longest command name (`punsubscribe`).
-const LONGEST_NAME: usize = 12;
+// The parsers of the command table's rows. Each gets the arguments after
+// the name, with the row's arity already checked.
 
-/// `name` in ASCII lowercase, written into `buf`, so matching a command costs
-/// no allocation. A name longer than every command is returned empty, which
-/// matches nothing.
-fn lowercase_name<'a>(name: &[u8], buf: &'a mut [u8; LONGEST_NAME]) -> &'a [u8] {
-    let Some(buf) = buf.get_mut(..name.len()) else {
-        return &[];
-    };
-    for (lower, &b) in buf.iter_mut().zip(name) {
-        *lower = b.to_ascii_lowercase();
+pub(super) fn parse_ping(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    if rest.len() > 1 {
+        return Err(CommandError::WrongArity("ping"));
     }
-    buf
+    Ok(Command::Ping {
+        message: rest.into_iter().next(),
+    })
+}
+
+pub(super) fn parse_add(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (id, delay_ms, replace) = parse_schedule(rest, MAX_DELAY_MS)?;
+    Ok(Command::Add {
+        id,
+        delay_ms,
+        replace,
+    })
+}
+
+pub(super) fn parse_addat(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (id, unix_ms, replace) = parse_schedule(rest, MAX_UNIX_MS)?;
+    Ok(Command::AddAt {
+        id,
+        unix_ms,
+        replace,
+    })
+}
+
+pub(super) fn parse_cancel(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let [id] = exactly("cancel", rest)?;
+    Ok(Command::Cancel { id: check_id(id)? })
+}
+
+pub(super) fn parse_pttl(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let [id] = exactly("pttl", rest)?;
+    Ok(Command::Pttl { id: check_id(id)? })
+}
+
+pub(super) fn parse_count(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Count)
+}
+
+pub(super) fn parse_info(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Info {
+        sections: rest.into_iter().map(|s| s.to_ascii_lowercase()).collect(),
+    })
+}
+
+pub(super) fn parse_subscribe(channels: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Subscribe { channels })
+}
+
+pub(super) fn parse_unsubscribe(channels: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Unsubscribe { channels })
+}
+
+pub(super) fn parse_punsubscribe(patterns: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Punsubscribe { patterns })
+}
+
+pub(super) fn parse_quit(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Quit)
+}
+
+pub(super) fn parse_command(args: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Command { args })
+}
+
+pub(super) fn parse_config(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (subcommand, args) = split_subcommand("config", rest)?;
+    if subcommand == b"get" {
+        if args.is_empty() {
+            return Err(CommandError::WrongArity("config|get"));
+        }
+        Ok(Command::ConfigGet { patterns: args })
+    } else {
+        Ok(Command::Config { subcommand, args })
+    }
+}
+
+pub(super) fn parse_client(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (subcommand, args) = split_subcommand("client", rest)?;
+    Ok(Command::Client { subcommand, args })
+}
+
+pub(super) fn parse_select(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let [db] = exactly("select", rest)?;
+    Ok(Command::Select {
+        db: parse_i64(&db).ok_or(CommandError::NotAnInteger)?,
+    })
 }
 
 /// Exactly `N` arguments after the name.
@@ -315,11 +283,8 @@ fn exactly<const N: usize>(
     rest.try_into().map_err(|_| CommandError::WrongArity(name))
 }
 
-fn check_id(id: Vec<u8>) -> Result<Vec<u8>, CommandError> {
-    if !is_valid_id(&id) {
-        return Err(CommandError::InvalidId);
-    }
-    Ok(id)
+fn check_id(id: Vec<u8>) -> Result<OrderId, CommandError> {
+    OrderId::new(id).map_err(|_| CommandError::InvalidId)
 }
 
 /// A decimal integer in `0..=max`, read like Redis reads integers.
@@ -331,14 +296,10 @@ fn parse_bounded(value: &[u8], max: u64) -> Result<u64, CommandError> {
 }
 
 /// `id time [REPLACE]`, shared by `ADD` and `ADDAT`.
-fn parse_add(
-    name: &'static str,
-    rest: Vec<Vec<u8>>,
-    max_time: u64,
-) -> Result<(Vec<u8>, u64, bool), CommandError> {
+fn parse_schedule(rest: Vec<Vec<u8>>, max_time: u64) -> Result<(OrderId, u64, bool), CommandError> {
     let mut rest = rest.into_iter();
     let (Some(id), Some(time)) = (rest.next(), rest.next()) else {
-        return Err(CommandError::WrongArity(name));
+        return Err(CommandError::Syntax);
     };
     let id = check_id(id)?;
     let time = parse_bounded(&time, max_time)?;
@@ -351,7 +312,7 @@ fn parse_add(
 }
 
 /// `HELLO`, checked in Redis's order: version, then options left to right.
-fn parse_hello(rest: &[Vec<u8>]) -> Result<Command, CommandError> {
+pub(super) fn parse_hello(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
     let Some((version, mut options)) = rest.split_first() else {
         return Ok(Command::Hello {
             protocol: None,
@@ -394,20 +355,21 @@ fn parse_hello(rest: &[Vec<u8>]) -> Result<Command, CommandError> {
 }
 
 /// `AUTH password` or `AUTH user password`.
-fn parse_auth(rest: Vec<Vec<u8>>) -> Result<Credentials, CommandError> {
+pub(super) fn parse_auth(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
     let mut rest = rest.into_iter();
-    match (rest.next(), rest.next(), rest.next()) {
-        (None, _, _) => Err(CommandError::WrongArity("auth")),
-        (Some(password), None, _) => Ok(Credentials {
+    let credentials = match (rest.next(), rest.next(), rest.next()) {
+        (None, _, _) => return Err(CommandError::WrongArity("auth")),
+        (Some(password), None, _) => Credentials {
             user: None,
             password,
-        }),
-        (Some(user), Some(password), None) => Ok(Credentials {
+        },
+        (Some(user), Some(password), None) => Credentials {
             user: Some(user),
             password,
-        }),
-        (Some(_), Some(_), Some(_)) => Err(CommandError::Syntax),
-    }
+        },
+        (Some(_), Some(_), Some(_)) => return Err(CommandError::Syntax),
+    };
+    Ok(Command::Auth(credentials))
 }
 
 /// `CONTAINER subcommand [args...]`: the lowercased subcommand and the rest.
@@ -528,6 +490,10 @@ mod tests {
         s.as_bytes().to_vec()
     }
 
+    fn oid(s: &str) -> OrderId {
+        OrderId::new(s).unwrap()
+    }
+
     #[test]
     fn derived_constants() {
         assert_eq!(MAX_DELAY_MS, 31_622_400_000);
@@ -566,7 +532,7 @@ mod tests {
         assert_eq!(
             cmd("ADD o:1 500"),
             Ok(Command::Add {
-                id: v("o:1"),
+                id: oid("o:1"),
                 delay_ms: 500,
                 replace: false
             })
@@ -575,7 +541,7 @@ mod tests {
             assert_eq!(
                 cmd(&format!("add o:1 0 {flag}")),
                 Ok(Command::Add {
-                    id: v("o:1"),
+                    id: oid("o:1"),
                     delay_ms: 0,
                     replace: true
                 })
@@ -584,7 +550,7 @@ mod tests {
         assert_eq!(
             cmd("ADDAT o:1 1700000000000 REPLACE"),
             Ok(Command::AddAt {
-                id: v("o:1"),
+                id: oid("o:1"),
                 unix_ms: 1_700_000_000_000,
                 replace: true
             })
@@ -662,7 +628,12 @@ mod tests {
     fn id_boundaries() {
         let id = |bytes: &[u8]| raw(&[b"CANCEL", bytes]);
         for good in [&b"!"[..], b"~", b"o:1", b"!~", &[b'x'; MAX_ID_LEN]] {
-            assert_eq!(id(good), Ok(Command::Cancel { id: good.to_vec() }));
+            assert_eq!(
+                id(good),
+                Ok(Command::Cancel {
+                    id: OrderId::new(good).unwrap()
+                })
+            );
             assert!(is_valid_id(good));
         }
         let long = [b'x'; MAX_ID_LEN + 1];
@@ -698,7 +669,7 @@ mod tests {
             err("CANCEL a b"),
             "ERR wrong number of arguments for 'cancel' command"
         );
-        assert_eq!(cmd("PTTL o:1"), Ok(Command::Pttl { id: v("o:1") }));
+        assert_eq!(cmd("PTTL o:1"), Ok(Command::Pttl { id: oid("o:1") }));
         assert_eq!(
             err("PTTL"),
             "ERR wrong number of arguments for 'pttl' command"
@@ -965,43 +936,22 @@ mod tests {
             "SELECT 0",
         ] {
             let command = cmd(line).unwrap();
-            let name = line.split(' ').next().unwrap().to_ascii_lowercase();
-            assert_eq!(command.name(), name);
             let request = Request::new(line.split(' ').map(v).collect());
             assert_eq!(Command::try_from(request), Ok(command));
         }
     }
 
     #[test]
-    fn every_command_name_fits_the_lowercase_buffer() {
-        let names = [
-            "ping",
-            "add",
-            "addat",
-            "cancel",
-            "pttl",
-            "count",
-            "info",
-            "subscribe",
-            "unsubscribe",
-            "punsubscribe",
-            "quit",
-            "hello",
-            "auth",
-            "command",
-            "config",
-            "client",
-            "select",
-        ];
-        assert_eq!(names.iter().map(|n| n.len()).max(), Some(LONGEST_NAME));
-        for name in names {
-            let request = Request::new(vec![name.to_ascii_uppercase().into_bytes()]);
+    fn every_row_of_the_table_parses_its_name() {
+        for spec in &super::super::table::COMMANDS {
+            let request = Request::new(vec![spec.name.to_ascii_uppercase().into_bytes()]);
             assert!(
                 !matches!(
                     Command::from_request(request),
                     Err(CommandError::UnknownCommand(_))
                 ),
-                "{name} is not recognised"
+                "{} is not recognised",
+                spec.name
             );
         }
     }
