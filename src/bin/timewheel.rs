@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use timewheel::cluster::{Cluster, ClusterConfig};
 use timewheel::server::{self, Config, hub::Hub};
 use timewheel::sink::{WebhookConfig, WebhookSink};
 use timewheel::{Engine, Fired, Handler, HandlerResult, Journal, JournalConfig, RetryPolicy};
@@ -98,6 +99,21 @@ struct ServeArgs {
     /// at http://ADDR/metrics (unauthenticated, read-only).
     #[arg(long, value_name = "ADDR")]
     metrics_bind: Option<SocketAddr>,
+    /// Cluster mode: share the order ids with the other nodes using the same
+    /// --redis, each owning a share of the partitions by lease; ids of
+    /// partitions owned elsewhere are answered -MOVED. See docs/cluster.md.
+    #[arg(long, requires = "redis")]
+    cluster: bool,
+    /// Cluster mode: HOST:PORT other nodes send clients to [default: the bound address].
+    #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
+    announce: Option<String>,
+    /// Cluster mode: partitions (a power of two), fixed when the cluster is created.
+    #[arg(long, default_value_t = timewheel::cluster::slot::DEFAULT_PARTITIONS as u32, requires = "cluster")]
+    partitions: u32,
+    /// Cluster mode: partition lease; a dead node's partitions move after about this long.
+    #[arg(long, default_value_t = timewheel::cluster::DEFAULT_LEASE.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(100..=600_000), requires = "cluster")]
+    lease_ms: u64,
     /// A Redis round trip slower than this counts as Redis being lost.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
     redis_timeout_ms: u64,
@@ -168,15 +184,43 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(workers) = workers {
         builder = builder.workers(workers);
     }
+    // Bound first: in cluster mode the address is announced to the others.
+    let listener = server::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
+    let local = listener.local_addr()?;
+    let cluster = match (&args.redis, args.cluster) {
+        (Some(url), true) => {
+            let announce = match &args.announce {
+                Some(announce) => announce.clone(),
+                None if local.ip().is_unspecified() => bail!(
+                    "--cluster with --bind {local} needs --announce HOST:PORT: other nodes \
+                     send clients to that address"
+                ),
+                None => local.to_string(),
+            };
+            Some(Cluster::prepare(ClusterConfig {
+                partitions: args.partitions,
+                lease: Duration::from_millis(args.lease_ms),
+                key_prefix: args.key_prefix.clone(),
+                stream: args.stream.clone(),
+                connect_timeout: Duration::from_secs(args.redis_connect_timeout_s),
+                ..ClusterConfig::new(url.clone(), announce)
+            })?)
+        }
+        _ => None,
+    };
     match &args.redis {
         Some(url) => {
-            let journal = Journal::connect(JournalConfig {
+            let config = JournalConfig {
                 key_prefix: args.key_prefix.clone(),
                 connect_timeout: Duration::from_secs(args.redis_connect_timeout_s),
                 io_timeout: Duration::from_millis(args.redis_timeout_ms),
                 stream: args.stream.clone(),
                 ..JournalConfig::new(url.clone())
-            })?;
+            };
+            let journal = match &cluster {
+                Some(cluster) => Journal::connect_cluster(config, cluster.ownership())?,
+                None => Journal::connect(config)?,
+            };
             builder = builder.journal(journal);
         }
         None => {
@@ -187,20 +231,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         hub: hub.clone(),
         sink,
     })?;
+    if let Some(cluster) = &cluster {
+        cluster.start(engine.clone());
+    }
 
     if let Some(addr) = args.metrics_bind {
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("bind --metrics-bind {addr}"))?;
         let local = listener.local_addr()?;
-        let (engine, hub) = (engine.clone(), hub.clone());
+        let (engine, hub, cluster) = (engine.clone(), hub.clone(), cluster.clone());
         server::metrics::spawn(listener, move || {
             let published = hub.published_total.load(Ordering::Relaxed);
-            server::metrics::render(&engine.stats(), published, engine.journal_stats().as_ref())
+            let mut text = server::metrics::render(
+                &engine.stats(),
+                published,
+                engine.journal_stats().as_ref(),
+            );
+            if let Some(cluster) = &cluster {
+                text.push_str(&cluster.stats().metrics_text());
+            }
+            text
         })?;
         tracing::info!("metrics on http://{local}/metrics");
     }
-    let listener = server::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
-    let local = listener.local_addr()?;
     tracing::info!("listening on {local}");
 
     let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(1);
@@ -223,8 +276,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: (args.idle_timeout_s > 0).then(|| Duration::from_secs(args.idle_timeout_s)),
         max_subscriber_backlog: args.max_subscriber_backlog,
         requirepass,
+        cluster: cluster.clone(),
     };
     server::run(listener, engine, hub, config, shutdown_rx).context("server failed")?;
+    // The engine has shut down (its last removals flushed): hand the
+    // partitions over at once instead of letting the leases run out.
+    if let Some(cluster) = cluster {
+        cluster.shutdown();
+    }
     tracing::info!("bye");
     Ok(())
 }

@@ -150,9 +150,13 @@ pub enum Route {
     Local,
     /// Another node does: `-MOVED <slot> <addr>`.
     Moved { slot: u16, addr: String },
-    /// Nobody serves it right now (moving, loading, or its owner died and
-    /// its lease has not run out): `-TRYAGAIN`.
+    /// This node holds the partition but does not serve it right now
+    /// (loading, being handed off, fenced): `-TRYAGAIN`.
     TryAgain,
+    /// No node holds the partition (its owner died and the lease has not
+    /// run out yet, or the cluster is starting): `-CLUSTERDOWN`, on which
+    /// cluster clients refresh the slot map and retry.
+    Down,
 }
 
 /// The owner of a partition, as the lease table says.
@@ -376,7 +380,8 @@ impl Cluster {
                     slot,
                     addr: owner.addr.clone(),
                 },
-                _ => Route::TryAgain,
+                Some(_) => Route::TryAgain,
+                None => Route::Down,
             },
         }
     }
@@ -435,6 +440,93 @@ impl Cluster {
             last_takeover_ms: load(&c.last_takeover_ms),
             lease_ms: self.shared.config.lease.as_millis() as u64,
         }
+    }
+}
+
+impl ClusterStats {
+    /// Every cluster figure once: name, Prometheus kind, help, value. `INFO`
+    /// (section `Cluster`) and `/metrics` both print this list.
+    pub fn figures(&self) -> [(&'static str, &'static str, &'static str, u64); 12] {
+        [
+            ("cluster_enabled", "gauge", "1 in cluster mode.", 1),
+            (
+                "cluster_partitions",
+                "gauge",
+                "Partitions of the cluster.",
+                self.partitions as u64,
+            ),
+            (
+                "cluster_partitions_owned",
+                "gauge",
+                "Partitions this node holds.",
+                self.owned as u64,
+            ),
+            (
+                "cluster_partitions_loading",
+                "gauge",
+                "Partitions this node is loading.",
+                self.loading as u64,
+            ),
+            (
+                "cluster_partitions_assigned",
+                "gauge",
+                "Partitions with an owner anywhere, by the lease table.",
+                self.assigned as u64,
+            ),
+            (
+                "cluster_known_nodes",
+                "gauge",
+                "Live nodes in the member list.",
+                self.known_nodes as u64,
+            ),
+            (
+                "cluster_leases_renewed_total",
+                "counter",
+                "Lease renewals that succeeded.",
+                self.leases_renewed_total,
+            ),
+            (
+                "cluster_leases_lost_total",
+                "counter",
+                "Partitions dropped because their lease was lost or ran out.",
+                self.leases_lost_total,
+            ),
+            (
+                "cluster_takeovers_total",
+                "counter",
+                "Partitions taken and loaded by this node.",
+                self.takeovers_total,
+            ),
+            (
+                "cluster_handoffs_total",
+                "counter",
+                "Partitions handed to a node rendezvous prefers.",
+                self.handoffs_total,
+            ),
+            (
+                "cluster_fenced_total",
+                "counter",
+                "Partitions dropped because Redis fenced off a write.",
+                self.fenced_total,
+            ),
+            (
+                "cluster_last_takeover_ms",
+                "gauge",
+                "How long the last takeover's load took (ms).",
+                self.last_takeover_ms,
+            ),
+        ]
+    }
+
+    /// The figures in the Prometheus text format (appended to `/metrics`).
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        for (name, kind, help, value) in self.figures() {
+            out.push_str(&format!(
+                "# HELP timewheel_{name} {help}\n# TYPE timewheel_{name} {kind}\ntimewheel_{name} {value}\n"
+            ));
+        }
+        out
     }
 }
 

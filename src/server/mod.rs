@@ -60,6 +60,8 @@ pub struct Config {
     pub max_subscriber_backlog: usize,
     /// Password clients must `AUTH` with; `None`: no authentication.
     pub requirepass: Option<String>,
+    /// Cluster mode: ids of partitions served elsewhere are redirected.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             idle_timeout: None,
             max_subscriber_backlog: 16 * 1024 * 1024,
             requirepass: None,
+            cluster: None,
         }
     }
 }

@@ -115,7 +115,23 @@ fn info_text(shared: &Shared) -> String {
         ("Journal", journal_info(shared)),
     ];
     let mut text = String::new();
-    for (title, fields) in sections {
+    let cluster = shared.config.cluster.as_ref().map(|cluster| {
+        let stats = cluster.stats();
+        let mut fields: Vec<(&str, String)> = stats
+            .figures()
+            .iter()
+            .map(|&(name, _, _, value)| (name, value.to_string()))
+            .collect();
+        fields.push(("cluster_my_id", cluster.me().id.clone()));
+        fields.push(("cluster_announce", cluster.me().addr.clone()));
+        fields.push(("cluster_lease_ms", stats.lease_ms.to_string()));
+        fields.push((
+            "cluster_last_takeover_unix_ms",
+            stats.last_takeover_unix_ms.to_string(),
+        ));
+        ("Cluster", fields)
+    });
+    for (title, fields) in sections.into_iter().chain(cluster) {
         text.push_str(&format!("# {title}\r\n"));
         for (key, value) in fields {
             text.push_str(&format!("{key}:{value}\r\n"));

@@ -13,9 +13,15 @@
 //!   runs only those flagged `SUBSCRIBED`; a RESP3 one runs anything, as in
 //!   Redis 7.
 //!
+//! - Cluster mode: a command whose key (by the command table) belongs to a
+//!   partition this node does not serve is answered `-MOVED`, `-TRYAGAIN`
+//!   or `-CLUSTERDOWN` before it is parsed further ([`cluster::route`]).
+//!
 //! One module per area: [`timers`], [`pubsub`], [`connection`],
-//! [`introspection`]; this one checks the gates and dispatches.
+//! [`introspection`], [`cluster`]; this one checks the gates and
+//! dispatches.
 
+mod cluster;
 mod connection;
 mod introspection;
 mod pubsub;
@@ -66,6 +72,12 @@ pub fn execute(
         );
         return None;
     }
+    if let Some(cluster) = &shared.config.cluster
+        && let Some(spec) = spec
+        && !cluster::route(cluster, spec, request.args(), out)
+    {
+        return None;
+    }
     let command = match Command::from_request(request) {
         Ok(command) => command,
         Err(error) => {
@@ -109,6 +121,9 @@ fn dispatch(
             setname,
         } => connection::hello(shared, io, session, protocol, auth, setname, out),
         Command::Auth(credentials) => connection::auth(shared, session, credentials, out),
+        Command::Cluster { subcommand, args } => {
+            cluster::cluster(shared, session.protocol, &subcommand, &args, out)
+        }
         Command::Client { subcommand, args } => {
             connection::client(session, &subcommand, &args, out)
         }

@@ -51,7 +51,7 @@ pub(super) fn schedule(
                 id.as_bytes().escape_ascii()
             ),
         ),
-        Err(error) => write_schedule_error(out, error),
+        Err(error) => write_schedule_error(shared, out, error),
     }
     None
 }
@@ -61,7 +61,7 @@ pub(super) fn cancel(shared: &Shared, out: &mut Vec<u8>, id: &OrderId) -> Option
     match shared.engine.cancel_nowait(id) {
         Ok((cancelled, ack)) => reply_when_durable(shared, out, ack, cancelled as i64),
         Err(error) => {
-            write_schedule_error(out, error);
+            write_schedule_error(shared, out, error);
             None
         }
     }
@@ -100,8 +100,12 @@ fn reply_when_durable(
     }
 }
 
-fn write_schedule_error(out: &mut Vec<u8>, error: ScheduleError) {
+fn write_schedule_error(shared: &Shared, out: &mut Vec<u8>, error: ScheduleError) {
     match error {
+        // The partition stopped being served between routing and the write.
+        ScheduleError::JournalUnavailable if shared.config.cluster.is_some() => {
+            write_error(out, super::cluster::MOVING)
+        }
         ScheduleError::JournalUnavailable => write_error(out, JOURNAL_UNAVAILABLE),
         ScheduleError::ShutDown => write_error(out, "ERR server is shutting down"),
         ScheduleError::DelayTooLong => write_error(
