@@ -119,6 +119,15 @@ impl Ownership {
         }
     }
 
+    /// Holds `p` under `epoch` and serves it for `valid_for`, as if the
+    /// manager had taken and loaded it: for tests and tools that drive a
+    /// journal without a manager thread.
+    #[doc(hidden)]
+    pub fn assume(&self, p: u16, epoch: u64, valid_for: Duration) {
+        self.begin_load(p, epoch, self.now_ms() + valid_for.as_millis() as u64);
+        self.serve(p);
+    }
+
     /// The journal writer: Redis refused a write of `p` tagged `epoch`.
     pub(crate) fn fenced(&self, p: u16, epoch: u64) {
         let cell = &self.cells[p as usize];

@@ -57,6 +57,9 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
             }
         }
         forget(shared, engine, &drops, &mut handoffs);
+        // First, before any Redis I/O: a node that wakes up from a pause
+        // drops what it no longer holds without waiting for Redis.
+        drop_expired(shared, engine, &mut handoffs);
         let result = match con.as_mut() {
             Some(c) => one_round(shared, engine, c, &scripts, &mut handoffs),
             None => super::open(&shared.client, round.max(Duration::from_millis(100))).and_then(
@@ -82,20 +85,7 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
                 }
             }
         }
-        let now = own.now_ms();
-        let expired: Vec<u16> = own
-            .partitions()
-            .iter()
-            .filter(|&p| own.held_epoch(p) != 0 && own.valid_until(p) <= now)
-            .collect();
-        if !expired.is_empty() {
-            tracing::error!(partitions = ?expired, "cluster: leases ran out before they could be renewed; no longer serving them");
-            shared
-                .counters
-                .lost
-                .fetch_add(expired.len() as u64, Ordering::Relaxed);
-            forget(shared, engine, &expired, &mut handoffs);
-        }
+        drop_expired(shared, engine, &mut handoffs);
         let spent = Duration::from_millis(own.now_ms() - started);
         own.sleep(round.saturating_sub(spent));
     }
@@ -255,6 +245,25 @@ fn one_round(
         );
     }
     Ok(())
+}
+
+/// Drops the partitions whose lease ran out by this node's clock.
+fn drop_expired(shared: &Shared, engine: &Engine, handoffs: &mut HashMap<u16, Ack>) {
+    let own = &shared.ownership;
+    let now = own.now_ms();
+    let expired: Vec<u16> = own
+        .partitions()
+        .iter()
+        .filter(|&p| own.held_epoch(p) != 0 && own.valid_until(p) <= now)
+        .collect();
+    if !expired.is_empty() {
+        tracing::error!(partitions = ?expired, "cluster: leases ran out before they could be renewed; no longer serving them");
+        shared
+            .counters
+            .lost
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        forget(shared, engine, &expired, handoffs);
+    }
 }
 
 /// Stops serving `partitions` and forgets their timers.
