@@ -109,6 +109,11 @@ pub enum ClusterError {
     },
     /// A live node already announces this address.
     DuplicateAddress(String),
+    /// A single-node journal with orders is in the same Redis.
+    LegacyJournal {
+        key: String,
+        orders: u64,
+    },
     Unreachable {
         url: String,
         error: String,
@@ -132,6 +137,12 @@ impl std::fmt::Display for ClusterError {
             ClusterError::DuplicateAddress(a) => write!(
                 f,
                 "cluster: another live node already announces {a}; give each node its own --announce"
+            ),
+            ClusterError::LegacyJournal { key, orders } => write!(
+                f,
+                "cluster: {key} holds {orders} orders written by a single node, which cluster mode \
+                 does not read; drain them with that node or move them into the partitions first \
+                 (docs/cluster.md, \"Moving a single-node journal\")"
             ),
             ClusterError::Unreachable { url, error } => {
                 write!(f, "cluster: Redis at {url} is unreachable: {error}")
@@ -277,6 +288,19 @@ impl Cluster {
             return Err(ClusterError::PartitionMismatch {
                 stored,
                 asked: config.partitions,
+            });
+        }
+        // A journal written by a single node is not read in cluster mode:
+        // refuse rather than leave its orders unserved.
+        let legacy = format!("{}due", config.key_prefix);
+        let legacy_orders: u64 = redis::cmd("ZCARD")
+            .arg(&legacy)
+            .query(&mut con)
+            .map_err(redis_error)?;
+        if legacy_orders > 0 {
+            return Err(ClusterError::LegacyJournal {
+                key: legacy,
+                orders: legacy_orders,
             });
         }
         let lease_ms = config.lease.as_millis() as u64;
