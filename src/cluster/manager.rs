@@ -171,9 +171,10 @@ fn one_round(
         .filter(|&(_, &ack)| engine.ack_status(ack) != AckStatus::Waiting)
         .map(|(&p, _)| p)
         .collect();
-    for p in ready {
-        let e = own.held_epoch(p);
-        forget(shared, engine, &[p], handoffs);
+    // One pass over the wheel for all of them, then the releases.
+    let epochs: Vec<(u16, u64)> = ready.iter().map(|&p| (p, own.held_epoch(p))).collect();
+    forget(shared, engine, &ready, handoffs);
+    for (p, e) in epochs {
         let released: i64 = scripts
             .release
             .key(layout.lease(p))
