@@ -39,7 +39,14 @@ fn main() -> Result<(), Error> {
     let _redis = Killed(
         Command::new("redis-server")
             .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -211,7 +218,9 @@ fn wait_stable(nodes: &[Node], timeout: Duration) -> Result<Vec<u16>, Error> {
             && maps.iter().all(|m| m.as_ref() == Some(map))
             && map.iter().all(|p| ports.contains(p))
             && ports.iter().all(|p| map.contains(p))
-            && ports.iter().all(|&p| info(p, "cluster_partitions_loading") == Some(0))
+            && ports
+                .iter()
+                .all(|&p| info(p, "cluster_partitions_loading") == Some(0))
         {
             return Ok(map.clone());
         }
@@ -278,7 +287,14 @@ struct Node {
 impl Node {
     fn start(bin: &str, url: &str, lease_ms: u64) -> Result<Node, Error> {
         let mut child = Command::new(bin)
-            .args(["serve", "--bind", "127.0.0.1:0", "--tick-ms", "10", "--cluster"])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--tick-ms",
+                "10",
+                "--cluster",
+            ])
             .args(["--redis", url, "--stream", STREAM])
             .args(["--lease-ms", &lease_ms.to_string()])
             .env("RUST_LOG", "warn,timewheel=info")

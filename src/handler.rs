@@ -19,6 +19,7 @@ pub type HandlerResult = Result<(), HandlerError>;
 /// A timer that fired, as the handler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fired {
+    /// The order id.
     pub id: OrderId,
     /// The deadline it was scheduled for, Unix ms.
     pub deadline_ms: u64,
@@ -66,10 +67,14 @@ where
 /// an hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// Wait before the first retry; it doubles per attempt.
     pub initial: Duration,
+    /// Longest wait between two attempts.
     pub max: Duration,
     /// Attempts in all, the first included; at least 1.
     pub max_attempts: u32,
+    /// Scale each wait by a random factor in [0.5, 1], so that retries
+    /// of orders that failed together do not come back together.
     pub jitter: bool,
 }
 

@@ -20,9 +20,10 @@
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
 //! - [`server`]: the `mio` event loop, connections, commands, pub/sub.
-//! - `model` (hidden): a reference model of the engine, for the property
-//!   tests and the fuzz target.
-#![warn(missing_debug_implementations, rust_2018_idioms)]
+//! - `model` and `fuzzing` (feature `testing`, hidden): a reference model
+//!   of the engine and the fuzz targets' checks, for the tests and `fuzz/`
+//!   only; the release binary contains neither.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 pub mod clock;
@@ -31,6 +32,7 @@ pub mod engine;
 pub mod handler;
 pub mod id;
 pub mod journal;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod model;
 pub mod protocol;
@@ -38,6 +40,7 @@ pub mod server;
 pub mod sink;
 pub mod wheel;
 
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzzing;
 

@@ -54,6 +54,7 @@ pub struct Ownership {
 }
 
 impl Ownership {
+    /// Nothing held.
     pub fn new(partitions: Partitions, layout: Layout) -> Ownership {
         Ownership {
             partitions,
@@ -65,14 +66,17 @@ impl Ownership {
         }
     }
 
+    /// The partitions of the cluster.
     pub fn partitions(&self) -> Partitions {
         self.partitions
     }
 
+    /// The Redis keys.
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
+    /// The partition of an order id.
     pub fn partition_of(&self, id: &[u8]) -> u16 {
         self.partitions.of_key(id)
     }

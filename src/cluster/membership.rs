@@ -22,11 +22,14 @@ pub struct Member {
 /// The live members, sorted by id, and Redis's time of the look.
 #[derive(Debug, Clone, Default)]
 pub struct View {
+    /// Redis's clock at the look.
     pub now_ms: u64,
+    /// Live members, sorted by id.
     pub members: Vec<Member>,
 }
 
 impl View {
+    /// The announced address of the live node `id`.
     pub fn addr_of(&self, id: &str) -> Option<&str> {
         self.members
             .iter()

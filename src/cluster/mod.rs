@@ -75,15 +75,19 @@ pub struct ClusterConfig {
     /// Partitions (a power of two); must match what the cluster was
     /// created with.
     pub partitions: u32,
+    /// How long a lease lasts; renewed every quarter of it.
     pub lease: Duration,
     /// Prefix inside every hash tag (`{<prefix>p017}`); default `tw:`.
     pub key_prefix: String,
     /// Fired orders go to `<stream>:{tw:pNNN}`.
     pub stream: Option<String>,
+    /// How long to keep trying to reach Redis at start.
     pub connect_timeout: Duration,
 }
 
 impl ClusterConfig {
+    /// The defaults (128 partitions, [`DEFAULT_LEASE`], prefix `tw:`) for
+    /// a node announcing `announce` on the Redis at `url`.
     pub fn new(url: impl Into<String>, announce: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
             url: url.into(),
@@ -100,24 +104,34 @@ impl ClusterConfig {
 /// Why a node could not join.
 #[derive(Debug)]
 pub enum ClusterError {
+    /// `--announce` is not `host:port`.
     BadAnnounce(String),
+    /// `--partitions` is not a power of two in range.
     BadPartitions(BadPartitionCount),
     /// The cluster in Redis was created with another partition count.
     PartitionMismatch {
+        /// What Redis holds.
         stored: u32,
+        /// What this node was started with.
         asked: u32,
     },
     /// A live node already announces this address.
     DuplicateAddress(String),
     /// A single-node journal with orders is in the same Redis.
     LegacyJournal {
+        /// The single-node `due` key.
         key: String,
+        /// Orders in it.
         orders: u64,
     },
+    /// Redis could not be reached within the connect timeout.
     Unreachable {
+        /// The URL, password masked.
         url: String,
+        /// The last error.
         error: String,
     },
+    /// Redis answered something unusable.
     Redis(String),
 }
 
@@ -160,7 +174,12 @@ pub enum Route {
     /// This node serves the id's partition.
     Local,
     /// Another node does: `-MOVED <slot> <addr>`.
-    Moved { slot: u16, addr: String },
+    Moved {
+        /// The id's hash slot.
+        slot: u16,
+        /// The owner's `host:port`.
+        addr: String,
+    },
     /// This node holds the partition but does not serve it right now
     /// (loading, being handed off, fenced): `-TRYAGAIN`.
     TryAgain,
@@ -173,8 +192,11 @@ pub enum Route {
 /// The owner of a partition, as the lease table says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
+    /// Its node id.
     pub id: String,
+    /// Its announced `host:port`.
     pub addr: String,
+    /// The epoch it holds the partition under.
     pub epoch: u64,
 }
 
@@ -185,26 +207,38 @@ pub struct Routing {
     pub owners: Vec<Option<Owner>>,
     /// Live members at the last look.
     pub members: Vec<Member>,
+    /// Per partition, the epoch last seen (0: never taken).
     pub epochs: Vec<u64>,
 }
 
 /// Cluster figures for `INFO` and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterStats {
+    /// Partitions of the cluster.
     pub partitions: u16,
+    /// Partitions held here (serving or closing).
     pub owned: u16,
+    /// Partitions being loaded here.
     pub loading: u16,
     /// Partitions with an owner somewhere.
     pub assigned: u16,
+    /// Live nodes in the member list.
     pub known_nodes: usize,
+    /// Lease renewals that succeeded.
     pub leases_renewed_total: u64,
+    /// Partitions dropped because their lease was lost or ran out.
     pub leases_lost_total: u64,
+    /// Partitions taken and loaded here.
     pub takeovers_total: u64,
+    /// Partitions handed to a node rendezvous prefers.
     pub handoffs_total: u64,
+    /// Partitions dropped because Redis fenced off a write.
     pub fenced_total: u64,
     /// Unix ms of the last takeover, and how long its load took.
     pub last_takeover_unix_ms: u64,
+    /// How long the last takeover's load took (ms).
     pub last_takeover_ms: u64,
+    /// The lease (ms).
     pub lease_ms: u64,
 }
 
@@ -384,10 +418,12 @@ impl Cluster {
         manager::leave(&self.shared);
     }
 
+    /// This node's id and announced address.
     pub fn me(&self) -> &Member {
         &self.shared.me
     }
 
+    /// The partitions of the cluster.
     pub fn partitions(&self) -> Partitions {
         self.shared.ownership.partitions()
     }
@@ -435,6 +471,7 @@ impl Cluster {
         ranges
     }
 
+    /// The figures for `INFO` and `/metrics`.
     pub fn stats(&self) -> ClusterStats {
         let own = &self.shared.ownership;
         let parts = own.partitions();

@@ -153,6 +153,7 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// Keys under `prefix` (`tw:`), streams named after `stream`.
     pub fn new(prefix: &str, stream: Option<&str>) -> Layout {
         Layout {
             prefix: prefix.to_string(),
@@ -164,18 +165,22 @@ impl Layout {
         format!("{}:{what}", super::slot::tag(&self.prefix, p))
     }
 
+    /// `{tw:pNNN}:due`: the partition's pending orders.
     pub fn due(&self, p: u16) -> String {
         self.partition_key(p, "due")
     }
 
+    /// `{tw:pNNN}:epoch`: the fencing epoch.
     pub fn epoch(&self, p: u16) -> String {
         self.partition_key(p, "epoch")
     }
 
+    /// `{tw:pNNN}:lease`: the owner's lease.
     pub fn lease(&self, p: u16) -> String {
         self.partition_key(p, "lease")
     }
 
+    /// `{tw:pNNN}:dead`: dead-lettered orders.
     pub fn dead(&self, p: u16) -> String {
         self.partition_key(p, "dead")
     }
@@ -187,6 +192,7 @@ impl Layout {
             .map(|s| format!("{s}:{}", super::slot::tag(&self.prefix, p)))
     }
 
+    /// Whether fired orders go to streams.
     pub fn has_stream(&self) -> bool {
         self.stream.is_some()
     }
@@ -195,14 +201,17 @@ impl Layout {
         format!("{{{}cluster}}:{what}", self.prefix)
     }
 
+    /// `{tw:cluster}:config`: the partition count.
     pub fn config(&self) -> String {
         self.cluster_key("config")
     }
 
+    /// `{tw:cluster}:nodes`: live node ids by expiry.
     pub fn nodes(&self) -> String {
         self.cluster_key("nodes")
     }
 
+    /// `{tw:cluster}:addrs`: node id -> address.
     pub fn addrs(&self) -> String {
         self.cluster_key("addrs")
     }

@@ -75,6 +75,7 @@ impl std::fmt::Display for BadPartitionCount {
 impl std::error::Error for BadPartitionCount {}
 
 impl Partitions {
+    /// `count` partitions; a power of two from 1 to [`SLOTS`].
     pub fn new(count: u32) -> Result<Partitions, BadPartitionCount> {
         if count == 0 || count > SLOTS as u32 || !count.is_power_of_two() {
             return Err(BadPartitionCount(count));
@@ -84,6 +85,7 @@ impl Partitions {
         })
     }
 
+    /// How many partitions.
     pub fn count(self) -> u16 {
         self.count
     }
@@ -111,6 +113,7 @@ impl Partitions {
         start..=start + self.width() - 1
     }
 
+    /// Every partition, in slot order.
     pub fn iter(self) -> impl Iterator<Item = u16> {
         0..self.count
     }

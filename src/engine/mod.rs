@@ -29,7 +29,7 @@
 //!   the `_nowait` ones return an [`Ack`] to check later. A fired timer
 //!   leaves the journal only after its handler succeeded (or gave up).
 
-pub mod lag;
+mod lag;
 mod pool;
 mod shard;
 mod ticker;
@@ -67,7 +67,10 @@ pub const SHARDS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleError {
     /// The id is pending; carries its current deadline (Unix ms).
-    AlreadyScheduled { deadline_ms: u64 },
+    AlreadyScheduled {
+        /// When the pending timer fires (Unix ms).
+        deadline_ms: u64,
+    },
     /// `reschedule` of an id that is not pending.
     NotScheduled,
     /// The id is empty, too long, or not printable ASCII.
@@ -130,6 +133,7 @@ pub struct Stats {
     pub dead_letter_total: u64,
     /// Fired timers whose handler has not yet succeeded or given up.
     pub inflight: u64,
+    /// The tick length in milliseconds.
     pub tick_ms: u64,
     /// How long the oldest tick not yet processed has been due (0 when the
     /// ticker keeps up).
@@ -143,12 +147,17 @@ pub struct Stats {
 /// A timer that had not completed when the engine shut down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
+    /// The order id.
     pub id: OrderId,
+    /// When it was due (Unix ms).
     pub deadline_ms: u64,
     /// Attempts already made: 0 for a timer still in the wheel, more for
     /// one that fired and was waiting for a retry.
     pub attempts: u32,
 }
+
+/// The tick of an engine built without [`Builder::tick`].
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 
 /// Configures and starts an [`Engine`].
 pub struct Builder {
@@ -164,7 +173,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Builder {
         Builder {
-            tick: Duration::from_secs(1),
+            tick: DEFAULT_TICK,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue_capacity: 65_536,
             clock: Arc::new(SystemClock::new()),
@@ -443,6 +452,7 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// A [`Builder`] with the defaults: 1 s tick, one worker per core, no journal.
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -665,10 +675,12 @@ impl Engine {
         }
     }
 
+    /// The journal, if the engine is durable.
     pub fn journal(&self) -> Option<&Journal> {
         self.shared.journal.as_ref()
     }
 
+    /// The journal's health and counters, if the engine is durable.
     pub fn journal_stats(&self) -> Option<JournalStats> {
         self.shared.journal.as_ref().map(Journal::stats)
     }
@@ -696,6 +708,7 @@ impl Engine {
         self.shared.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// Whether no timer is pending.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -705,10 +718,12 @@ impl Engine {
         self.shared.clock.now_ms()
     }
 
+    /// The tick length in milliseconds.
     pub fn tick_ms(&self) -> u64 {
         self.shared.ticks.tick_ms
     }
 
+    /// A snapshot of the counters `INFO` and `/metrics` show.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
         let (mut pending, mut cancelled_total) = (0, 0);

@@ -71,6 +71,8 @@ pub struct JournalConfig {
 }
 
 impl JournalConfig {
+    /// The defaults for `url`: prefix `tw:`, 30 s to connect, 5 s per
+    /// reply, 5 s of shutdown grace, no stream.
     pub fn new(url: impl Into<String>) -> JournalConfig {
         JournalConfig {
             url: url.into(),
@@ -108,7 +110,12 @@ pub enum JournalError {
     /// The URL does not parse.
     BadUrl(String),
     /// Redis could not be reached within the connect timeout.
-    Unreachable { url: String, error: String },
+    Unreachable {
+        /// The URL, password masked.
+        url: String,
+        /// The last connection error.
+        error: String,
+    },
     /// Redis answered something the journal cannot use.
     Redis(String),
 }
@@ -206,6 +213,7 @@ impl Keys {
 /// Counters shown by `INFO`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalStats {
+    /// Redis is reachable and writes are accepted.
     pub up: bool,
     /// Writes queued or in flight.
     pub backlog: usize,
@@ -220,9 +228,11 @@ pub struct JournalStats {
     /// Cluster mode: writes Redis refused because the partition's epoch
     /// had moved (fencing).
     pub fenced_total: u64,
+    /// Times the writer reconnected after losing Redis.
     pub reconnects_total: u64,
     /// Seconds the journal has been down (0 when up).
     pub down_for_s: u64,
+    /// What the rebuild at start found.
     pub restored: Restored,
 }
 
@@ -520,6 +530,7 @@ impl Journal {
         enqueue(&self.inner, &mut queue, op, epoch);
     }
 
+    /// Where the write `ack` stands.
     pub fn status(&self, ack: Ack) -> AckStatus {
         if self.inner.any_fenced.load(Ordering::Acquire)
             && self.inner.fenced.lock().contains(&ack.0)
@@ -552,10 +563,12 @@ impl Journal {
         self.inner.listeners.lock().push(Box::new(listener));
     }
 
+    /// Whether Redis is reachable and writes are accepted.
     pub fn is_up(&self) -> bool {
         self.inner.queue.lock().up
     }
 
+    /// Health and counters, for `INFO` and `/metrics`.
     pub fn stats(&self) -> JournalStats {
         let (up, backlog) = {
             let queue = self.inner.queue.lock();
@@ -593,6 +606,7 @@ impl Journal {
         &self.inner.keys.due
     }
 
+    /// The settings it was opened with.
     pub fn config(&self) -> &JournalConfig {
         &self.inner.config
     }

@@ -28,13 +28,16 @@ pub struct Restored {
     pub refired: u64,
     /// Members that are not valid order ids (skipped, left in Redis).
     pub invalid: u64,
+    /// How long the rebuild took.
     pub elapsed_ms: u64,
 }
 
 /// One entry of the due set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoredEntry {
+    /// The order id.
     pub id: OrderId,
+    /// Its deadline (Unix ms).
     pub deadline_ms: u64,
     /// The deadline is at or before the rebuild's start.
     pub overdue: bool,

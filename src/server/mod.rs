@@ -22,8 +22,9 @@
 
 mod commands;
 mod connection;
-pub mod hub;
-pub mod metrics;
+mod hub;
+mod metrics;
+pub mod serve;
 
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::engine::Engine;
 use connection::{Connection, Drive};
 use hub::Hub;
+pub use serve::{Delivery, ServeConfig, ServeError, serve, shutdown_on_signals};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -53,6 +55,8 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 pub struct Config {
     /// I/O threads, each with its own poll loop; at least 1.
     pub io_threads: usize,
+    /// Connections served at once; more are answered
+    /// `-ERR max number of clients reached` and closed.
     pub max_clients: usize,
     /// Close connections idle this long (not subscribers); `None`: never.
     pub idle_timeout: Option<Duration>,
@@ -79,7 +83,7 @@ impl Default for Config {
 
 /// Server-wide counters shown by `INFO`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
@@ -92,7 +96,7 @@ pub struct Counters {
 
 /// State every I/O thread shares.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub config: Config,
@@ -110,7 +114,7 @@ pub struct Shared {
 /// Runs the server on `listener` until `shutdown` fires or is dropped.
 /// `engine`'s handler should publish to `hub` (see [`hub::Hub::publish`]);
 /// the engine is shut down before this returns.
-pub fn run(
+pub(crate) fn run(
     listener: std::net::TcpListener,
     engine: Engine,
     hub: Arc<Hub>,
@@ -552,6 +556,6 @@ fn pump_subscription(conn: &mut Connection, limit: usize) -> io::Result<bool> {
 }
 
 /// Binds `addr` (port 0 picks a free port).
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr)
 }

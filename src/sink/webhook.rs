@@ -61,6 +61,7 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// The defaults for `url`: 5 s per exchange, 64 kept connections.
     pub fn new(url: impl Into<String>) -> WebhookConfig {
         WebhookConfig {
             url: url.into(),
@@ -74,9 +75,17 @@ impl WebhookConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookError {
     /// The URL does not parse, or has no host.
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Not `http://` (`https://` needs TLS, which this build leaves out).
-    UnsupportedScheme { url: String },
+    UnsupportedScheme {
+        /// The URL as given.
+        url: String,
+    },
 }
 
 impl std::fmt::Display for WebhookError {
@@ -100,9 +109,19 @@ impl std::error::Error for WebhookError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryError {
     /// The endpoint answered with a status outside 2xx.
-    Status { status: u16, body_excerpt: String },
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body, for the log and the dead letter.
+        body_excerpt: String,
+    },
     /// No complete answer within [`WebhookConfig::timeout`].
-    Timeout { after: Duration, phase: String },
+    Timeout {
+        /// The configured timeout.
+        after: Duration,
+        /// What was going on: connecting, sending, reading.
+        phase: String,
+    },
     /// Connecting, sending or reading failed (refused, reset, bad reply).
     Transport(String),
 }
@@ -208,6 +227,7 @@ impl WebhookSink {
         })
     }
 
+    /// The endpoint, as configured.
     pub fn url(&self) -> &str {
         &self.url
     }

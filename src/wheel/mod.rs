@@ -19,8 +19,14 @@
 //! - `advance_to` hands out entries in tick order; it never fires an entry
 //!   before its tick, and never twice.
 
-pub mod level;
+pub(crate) mod level;
 mod slab;
+
+/// The wheel's geometry, for the model tests' boundary cases.
+#[cfg(feature = "testing")]
+pub mod geometry {
+    pub use super::level::{MAX_TICKS, slot_width};
+}
 
 use hashbrown::{DefaultHashBuilder, HashTable, hash_table};
 use std::hash::BuildHasher;
@@ -47,7 +53,9 @@ fn untag(tag: u32) -> (usize, usize) {
 /// `origin_ms + n * tick_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TickMapping {
+    /// Unix ms of tick 0.
     pub origin_ms: u64,
+    /// Milliseconds per tick.
     pub tick_ms: u64,
 }
 
@@ -74,13 +82,16 @@ impl TickMapping {
 /// A timer taken out of the wheel: fired, cancelled or drained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
+    /// The order id.
     pub id: OrderId,
+    /// When it is due (Unix ms).
     pub deadline_ms: u64,
 }
 
 /// The id was already pending; carries its current deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlreadyPending {
+    /// When the pending timer fires (Unix ms).
     pub deadline_ms: u64,
 }
 
@@ -144,6 +155,7 @@ impl Wheel {
         self.now
     }
 
+    /// How this wheel maps Unix ms to ticks.
     pub fn ticks(&self) -> TickMapping {
         self.ticks
     }
@@ -158,6 +170,7 @@ impl Wheel {
         self.removed
     }
 
+    /// Whether no timer is in the wheel.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
