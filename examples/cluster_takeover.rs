@@ -132,14 +132,31 @@ fn main() -> Result<(), Error> {
                         }
                         true
                     }
-                    _ => true,
+                    Ok(_) => true,
+                    // Sent to the dead node by a stale -MOVED: ask a survivor again.
+                    Err(_) => {
+                        routes.remove(&slot);
+                        true
+                    }
                 }
             });
             if pending.is_empty() && writable.len() == round {
                 writable.push(killed.elapsed());
             }
             if killed.elapsed() > Duration::from_secs(60) {
-                return Err("no takeover within 60 s".into());
+                let sample = pending.first().map(|id| {
+                    let slot = key_slot(id.as_bytes());
+                    let port = *routes.get(&slot).unwrap_or(&survivors[0]);
+                    RespLine::connect(port)
+                        .and_then(|mut c| c.call(&format!("ADD {id} 3600000")))
+                        .unwrap_or_else(|e| e.to_string())
+                });
+                return Err(format!(
+                    "no takeover within 60 s: {} partitions not writable (e.g. {sample:?}), fired {:?}",
+                    pending.len(),
+                    fired_at
+                )
+                .into());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
