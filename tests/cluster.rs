@@ -963,3 +963,89 @@ fn bad_cluster_settings_fail_at_start_with_one_line() {
     let (status, err) = util::run_timewheel(&["serve", "--cluster"], &[]);
     assert!(!status.success() && err.contains("--redis"), "{err}");
 }
+
+/// Requests an endpoint received: (head, body).
+type Recorded = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A keep-alive HTTP endpoint answering 200 to everything; records each
+/// request's head and body.
+fn http_recorder() -> (u16, Recorded) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let sink = sink.clone();
+            thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    sink.lock()
+                        .unwrap()
+                        .push((head, String::from_utf8(body).unwrap()));
+                    writer
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn webhook_calls_carry_the_partition_epoch() {
+    let redis = RedisServer::start();
+    let (port, seen) = http_recorder();
+    let url = format!("http://127.0.0.1:{port}/close");
+    let lease = LEASE_MS.to_string();
+    let node = TimewheelServer::start(&[
+        "--cluster",
+        "--redis",
+        &redis.url(),
+        "--lease-ms",
+        &lease,
+        "--webhook",
+        &url,
+    ]);
+    wait_stable(&[node.port()], Duration::from_secs(20));
+    let mut conn = node.conn();
+    assert!(conn.cmd(&["ADD", "w:1", "50"]).as_int().is_some());
+    wait_until("the webhook is called", Duration::from_secs(10), || {
+        !seen.lock().unwrap().is_empty()
+    });
+    let p = Partitions::new(PARTITIONS as u32).unwrap().of_key(b"w:1");
+    let epoch = redis.cmd(&["GET", &Layout::new("tw:", None).epoch(p)]);
+    let epoch = epoch.as_str().unwrap();
+    let (head, body) = seen.lock().unwrap()[0].clone();
+    assert!(body.starts_with("{\"id\":\"w:1\","), "{body}");
+    assert!(body.ends_with(&format!(",\"epoch\":{epoch}}}")), "{body}");
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case(&format!("timewheel-epoch: {epoch}"))),
+        "{head}"
+    );
+}

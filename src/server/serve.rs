@@ -283,11 +283,14 @@ fn build_engine(
     let sink = match &config.webhook {
         Some(webhook) => {
             let connections = workers.unwrap_or(WEBHOOK_WORKERS);
-            let sink = WebhookSink::new(WebhookConfig {
+            let mut sink = WebhookSink::new(WebhookConfig {
                 connections,
                 ..webhook.clone()
             })
             .map_err(ServeError::Webhook)?;
+            if let Some(cluster) = cluster {
+                sink = sink.with_epochs(cluster.ownership());
+            }
             tracing::info!(url = %sink.url(), workers = connections, "closing orders through the webhook");
             Some(sink)
         }
