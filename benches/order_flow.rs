@@ -190,7 +190,7 @@ impl Timers for Wheel {
     }
 
     fn cancel(&mut self, id: &Id) -> bool {
-        self.engine.cancel(id)
+        self.engine.cancel(id).is_ok()
     }
 
     async fn advance_second(&mut self) -> u64 {

@@ -29,8 +29,8 @@ pub struct Fired {
     pub attempt: u32,
 }
 
-/// The close-order task. Implemented for you by [`crate::Builder::build_fn`]
-/// for a plain closure; implement it yourself for a sink with state.
+/// The close-order task. Every closure `Fn(&Fired) -> HandlerResult` is
+/// one; implement it yourself for a sink with state.
 pub trait Handler: Send + Sync + 'static {
     /// Runs one attempt. `Err` or a panic means "retry later".
     fn handle(&self, fired: &Fired) -> HandlerResult;
@@ -47,15 +47,13 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// A [`Handler`] made from a closure.
-pub(crate) struct FnHandler<F>(pub F);
-
-impl<F> Handler for FnHandler<F>
+/// A plain closure is a handler (with the default dead letter).
+impl<F> Handler for F
 where
     F: Fn(&Fired) -> HandlerResult + Send + Sync + 'static,
 {
     fn handle(&self, fired: &Fired) -> HandlerResult {
-        (self.0)(fired)
+        self(fired)
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`cluster`]: cluster mode: partitions by hash slot, leases and
 //!   fencing epochs in Redis, failover, client routing.
 //! - [`clock`]: time sources, including a manual clock for tests.
+//! - [`limits`]: how long an id and a delay may be, in one leaf module.
 //! - [`id`]: order ids, stored inline when short.
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
@@ -32,6 +33,7 @@ pub mod engine;
 pub mod handler;
 pub mod id;
 pub mod journal;
+pub mod limits;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod model;
@@ -45,7 +47,7 @@ pub mod wheel;
 pub mod fuzzing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Builder, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
+pub use engine::{Builder, Change, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
 pub use id::{InvalidId, OrderId};
 pub use journal::{Ack, AckStatus, Journal, JournalConfig, JournalError};

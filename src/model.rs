@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::engine::{Engine, MAX_DELAY_MS, ScheduleError};
+use crate::engine::{Change, Engine, MAX_DELAY_MS, ScheduleError};
 use crate::handler::Fired;
 use crate::wheel::TickMapping;
 use crate::wheel::level::slot_width;
@@ -356,10 +356,11 @@ impl Harness {
             // Unused without workers; the default would allocate 64k slots
             // per run.
             .queue_capacity(1)
-            .build_fn(move |f| {
+            .build(move |f: &Fired| {
                 sink.lock().push(f.clone());
                 Ok(())
-            });
+            })
+            .expect("no journal to read");
         Harness {
             engine,
             clock,
@@ -377,7 +378,9 @@ impl Harness {
                 delay_ms,
                 ref expect,
             } => {
-                let got = e.schedule(IDS[id as usize], Duration::from_millis(delay_ms));
+                let got = e
+                    .schedule(IDS[id as usize], Duration::from_millis(delay_ms))
+                    .and_then(Change::wait);
                 assert_eq!(&got, expect, "schedule {id} +{delay_ms}ms; {model:?}");
             }
             Step::ScheduleAt {
@@ -385,7 +388,9 @@ impl Harness {
                 deadline_ms,
                 ref expect,
             } => {
-                let got = e.schedule_at(IDS[id as usize], deadline_ms);
+                let got = e
+                    .schedule_at(IDS[id as usize], deadline_ms)
+                    .and_then(Change::wait);
                 assert_eq!(&got, expect, "schedule_at {id} {deadline_ms}; {model:?}");
             }
             Step::Reschedule {
@@ -393,7 +398,9 @@ impl Harness {
                 deadline_ms,
                 ref expect,
             } => {
-                let got = e.reschedule_at(IDS[id as usize], deadline_ms);
+                let got = e
+                    .reschedule_at(IDS[id as usize], deadline_ms)
+                    .and_then(Change::wait);
                 assert_eq!(&got, expect, "reschedule_at {id} {deadline_ms}; {model:?}");
             }
             Step::Upsert {
@@ -401,12 +408,18 @@ impl Harness {
                 deadline_ms,
                 ref expect,
             } => {
-                let got = e.upsert_at(IDS[id as usize], deadline_ms);
+                let got = e
+                    .upsert_at(IDS[id as usize], deadline_ms)
+                    .and_then(Change::wait);
                 assert_eq!(&got, expect, "upsert_at {id} {deadline_ms}; {model:?}");
             }
             Step::Cancel { id, expect } => {
-                let got = e.cancel(IDS[id as usize]);
-                assert_eq!(got, expect, "cancel {id}; {model:?}");
+                let got = match e.cancel(IDS[id as usize]) {
+                    Ok(change) => change.wait().map(|()| true),
+                    Err(ScheduleError::NotScheduled) => Ok(false),
+                    Err(error) => Err(error),
+                };
+                assert_eq!(got, Ok(expect), "cancel {id}; {model:?}");
             }
             Step::Clock {
                 to_ms,

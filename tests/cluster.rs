@@ -288,17 +288,21 @@ fn journal_writes_are_fenced_when_the_epoch_moves() {
     let engine = Engine::builder()
         .tick(Duration::from_millis(10))
         .journal(journal)
-        .build_fn(|_| Ok(()));
+        .build(|_: &timewheel::Fired| Ok(()))
+        .unwrap();
     let deadline = engine.now_ms() + 60_000;
-    assert_eq!(engine.schedule_at("f:1", deadline), Ok(deadline));
+    assert_eq!(
+        engine.schedule_at("f:1", deadline).unwrap().wait(),
+        Ok(deadline)
+    );
     assert_eq!(
         redis.cmd(&["ZSCORE", &layout.due(p), "f:1"]).as_str(),
         Some(deadline.to_string().as_str())
     );
     // A partition not held here refuses before anything changes.
     assert_eq!(
-        engine.schedule_at(&other, deadline),
-        Err(ScheduleError::JournalUnavailable)
+        engine.schedule_at(&other, deadline).err(),
+        Some(ScheduleError::JournalUnavailable)
     );
     assert_eq!(engine.deadline(&other), None);
 
@@ -310,7 +314,7 @@ fn journal_writes_are_fenced_when_the_epoch_moves() {
         .find(|id| partitions.of_key(id.as_bytes()) == p)
         .unwrap();
     assert_eq!(
-        engine.schedule_at(&same_partition, deadline),
+        engine.schedule_at(&same_partition, deadline).unwrap().wait(),
         Err(ScheduleError::JournalUnavailable),
         "Redis must refuse the write"
     );
@@ -320,8 +324,9 @@ fn journal_writes_are_fenced_when_the_epoch_moves() {
         "a fenced write reached Redis"
     );
     assert_eq!(
-        engine.try_cancel("f:1"),
-        Err(ScheduleError::JournalUnavailable)
+        engine.cancel("f:1").err(),
+        Some(ScheduleError::JournalUnavailable),
+        "fenced: the partition no longer takes client writes"
     );
     assert!(
         redis

@@ -20,15 +20,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use util::{
-    RedisServer, Resp, RespConn, TimewheelServer, encode_command, info, info_u64, unix_ms,
-    wait_until,
+    PATIENCE, RedisServer, Resp, RespConn, TimewheelServer, encode_command, info, info_u64,
+    unix_ms, wait_until,
 };
 
 /// The reply to a client write while Redis is unreachable (`docs/protocol.md`).
 const JOURNAL_UNAVAILABLE: &str =
     "JOURNAL unavailable: Redis is unreachable, nothing was changed; retry later";
-/// Generous: a loaded 2-core machine running a debug build.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// Commands per pipelined chunk: well under the server's 4,096 writes waiting per connection.
 const CHUNK: usize = 1000;
 

@@ -12,10 +12,10 @@ mod util;
 
 use std::collections::{HashMap, HashSet};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisError, RedisResult, Value};
-use util::{TimewheelServer, wait_until};
+use util::{TimewheelServer, unix_ms, wait_until};
 
 /// Allowed difference between the test's clock and the server's.
 const CLOCK_SLACK_MS: i64 = 1_000;
@@ -24,10 +24,7 @@ const CLOCK_SLACK_MS: i64 = 1_000;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
+    unix_ms() as i64
 }
 
 fn url(server: &TimewheelServer) -> String {

@@ -6,7 +6,8 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use util::{Resp, RespConn, TimewheelServer};
+use util::wire::fired_push;
+use util::{Resp, RespConn, TimewheelServer, unix_ms};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -47,19 +48,8 @@ fn client_id(conn: &mut RespConn) -> i64 {
         .expect("CLIENT ID is an integer")
 }
 
-/// `message fired <id>` as a RESP3 push.
-fn fired_push(id: &str) -> String {
-    format!(
-        ">3\r\n$7\r\nmessage\r\n$5\r\nfired\r\n${}\r\n{id}\r\n",
-        id.len()
-    )
-}
-
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    unix_ms() as i64
 }
 
 #[test]

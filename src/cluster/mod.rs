@@ -505,8 +505,9 @@ impl Cluster {
 }
 
 impl ClusterStats {
-    /// Every cluster figure once: name, Prometheus kind, help, value. `INFO`
-    /// (section `Cluster`) and `/metrics` both print this list.
+    /// Every cluster figure once: name, Prometheus kind, help, value; the
+    /// server's figures list (section `Cluster` of `INFO`, `/metrics`)
+    /// takes them from here.
     pub fn figures(&self) -> [(&'static str, &'static str, &'static str, u64); 12] {
         [
             ("cluster_enabled", "gauge", "1 in cluster mode.", 1),
@@ -577,17 +578,6 @@ impl ClusterStats {
                 self.last_takeover_ms,
             ),
         ]
-    }
-
-    /// The figures in the Prometheus text format (appended to `/metrics`).
-    pub fn metrics_text(&self) -> String {
-        let mut out = String::new();
-        for (name, kind, help, value) in self.figures() {
-            out.push_str(&format!(
-                "# HELP timewheel_{name} {help}\n# TYPE timewheel_{name} {kind}\ntimewheel_{name} {value}\n"
-            ));
-        }
-        out
     }
 }
 

@@ -13,7 +13,9 @@
 //! partition's run goes in one call of the fenced script
 //! ([`crate::cluster::scripts::APPLY`]) with the epoch it was queued under.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::unix_ms;
 
 use redis::{Connection, Pipeline, Script, Value};
 
@@ -259,13 +261,7 @@ fn write_once(
         }
         return Ok(());
     }
-    encode(
-        pipe,
-        batch,
-        &inner.keys,
-        scripts,
-        heartbeat.then(unix_now_ms),
-    );
+    encode(pipe, batch, &inner.keys, scripts, heartbeat.then(unix_ms));
     if pipe.is_empty() {
         return Ok(());
     }
@@ -497,10 +493,4 @@ fn give_up(inner: &Inner, first_seq: u64, in_batch: usize) {
     );
     inner.failed_from.store(first_seq, Ordering::Release);
     inner.notify();
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

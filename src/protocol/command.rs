@@ -18,18 +18,13 @@
 use std::fmt;
 
 // One definition of what an id and a delay may be, shared with the engine.
-pub use crate::engine::MAX_DELAY_MS;
 pub use crate::id::{MAX_ID_LEN, is_valid_id};
+pub use crate::limits::{MAX_DELAY_MS, MAX_UNIX_MS};
 
 use super::Protocol;
 use super::request::{Request, parse_i64};
 use super::table::lookup;
 use crate::id::OrderId;
-
-/// Latest deadline `ADDAT` accepts: 9999-12-31T23:59:59.999Z, in milliseconds
-/// since the Unix epoch (10000-01-01 is 2_932_897 days after 1970-01-01).
-/// Whether a deadline is too far from now is for the engine to say.
-pub const MAX_UNIX_MS: u64 = 2_932_897 * 24 * 60 * 60 * 1000 - 1;
 
 /// Most client bytes echoed in an error line.
 pub const MAX_ECHO_LEN: usize = 64;

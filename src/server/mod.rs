@@ -22,6 +22,7 @@
 
 mod commands;
 mod connection;
+mod figures;
 mod hub;
 mod metrics;
 pub mod serve;
@@ -100,7 +101,7 @@ pub(crate) struct Shared {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub config: Config,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     pub started: Instant,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
@@ -118,6 +119,7 @@ pub(crate) fn run(
     listener: std::net::TcpListener,
     engine: Engine,
     hub: Arc<Hub>,
+    counters: Arc<Counters>,
     config: Config,
     shutdown: Receiver<()>,
 ) -> io::Result<()> {
@@ -130,7 +132,7 @@ pub(crate) fn run(
             io_threads: config.io_threads.max(1),
             ..config
         },
-        counters: Counters::default(),
+        counters,
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
@@ -138,6 +140,19 @@ pub(crate) fn run(
         engine_closed: AtomicBool::new(false),
     });
 
+    let (threads, handles) = start_io_threads(&shared, listener)?;
+    let _ = shutdown.recv();
+    shut_down(&shared, threads, &handles)
+}
+
+/// A running I/O thread.
+type IoThread = JoinHandle<io::Result<()>>;
+
+/// One I/O thread per `config.io_threads`, the first one also accepting.
+fn start_io_threads(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+) -> io::Result<(Vec<IoThread>, Vec<Handle>)> {
     let mut loops = Vec::new();
     for n in 0..shared.config.io_threads {
         loops.push(IoLoop::new(n, shared.clone())?);
@@ -149,7 +164,7 @@ pub(crate) fn run(
             let _ = waker.wake();
         });
     }
-    let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
+    let mut threads = Vec::new();
     let mut listener = Some(listener);
     for mut io_loop in loops {
         if let Some(mut listener) = listener.take() {
@@ -165,11 +180,15 @@ pub(crate) fn run(
                 .spawn(move || io_loop.run())?,
         );
     }
+    Ok((threads, handles))
+}
 
-    let _ = shutdown.recv();
+/// Stops accepting, lets the I/O threads answer what they received, shuts
+/// the engine down, then joins the threads.
+fn shut_down(shared: &Shared, threads: Vec<IoThread>, handles: &[Handle]) -> io::Result<()> {
     tracing::info!("shutting down: no new connections, answering what was received");
     shared.stopping.store(true, Ordering::SeqCst);
-    for handle in &handles {
+    for handle in handles {
         let _ = handle.waker.wake();
     }
     // Shut the engine down once the I/O threads have answered what they
@@ -184,7 +203,7 @@ pub(crate) fn run(
     }
     let left = shared.engine.shutdown();
     shared.engine_closed.store(true, Ordering::SeqCst);
-    for handle in &handles {
+    for handle in handles {
         let _ = handle.waker.wake();
     }
     let mut result = Ok(());

@@ -20,13 +20,13 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use super::figures::{self, Sources};
 use super::hub::Hub;
-use super::{Config, metrics};
+use super::{Config, Counters, metrics};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::engine::{DEFAULT_TICK, Engine};
 use crate::handler::{Fired, Handler, HandlerResult, RetryPolicy};
@@ -163,6 +163,7 @@ pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeErr
         return Err(ServeError::NoPassword { bind });
     }
     let hub = Arc::new(Hub::default());
+    let counters = Arc::new(Counters::default());
     let bind_listener = || {
         super::bind(bind).map_err(|error| ServeError::Bind {
             flag: "--bind",
@@ -174,10 +175,8 @@ pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeErr
         Some(settings) => {
             let listener = bind_listener()?;
             let local = listener.local_addr().map_err(ServeError::Io)?;
-            (
-                Some(listener),
-                Some(join_cluster(&config, settings, local)?),
-            )
+            let cluster = join_cluster(&config, settings, local)?;
+            (Some(listener), Some(cluster))
         }
         None => (None, None),
     };
@@ -186,7 +185,19 @@ pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeErr
         cluster.start(engine.clone());
     }
     if let Some(addr) = config.metrics_bind {
-        serve_metrics(addr, engine.clone(), hub.clone(), cluster.clone())?;
+        let (engine, hub, counters) = (engine.clone(), hub.clone(), counters.clone());
+        let cluster = cluster.clone();
+        let (started, io_threads) = (Instant::now(), config.server.io_threads);
+        serve_metrics(addr, move || {
+            figures::prometheus_text(&figures::collect(&Sources {
+                engine: &engine,
+                hub: &hub,
+                counters: &counters,
+                started,
+                io_threads,
+                cluster: cluster.as_ref(),
+            }))
+        })?;
     }
     let listener = match early {
         Some(listener) => listener,
@@ -198,7 +209,8 @@ pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeErr
         cluster: cluster.clone(),
         ..config.server
     };
-    let result = super::run(listener, engine, hub, server, shutdown).map_err(ServeError::Io);
+    let result =
+        super::run(listener, engine, hub, counters, server, shutdown).map_err(ServeError::Io);
     // The engine has shut down (its last removals flushed): hand the
     // partitions over at once instead of letting the leases run out.
     if let Some(cluster) = cluster {
@@ -314,15 +326,13 @@ fn build_engine(
         }
     }
     builder
-        .try_build(Delivery { hub, sink })
+        .build(Delivery { hub, sink })
         .map_err(ServeError::Journal)
 }
 
 fn serve_metrics(
     addr: SocketAddr,
-    engine: Engine,
-    hub: Arc<Hub>,
-    cluster: Option<Cluster>,
+    metrics: impl Fn() -> String + Send + 'static,
 ) -> Result<(), ServeError> {
     let bind_error = |error| ServeError::Bind {
         flag: "--metrics-bind",
@@ -331,15 +341,7 @@ fn serve_metrics(
     };
     let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
     let local = listener.local_addr().map_err(ServeError::Io)?;
-    metrics::spawn(listener, move || {
-        let published = hub.published_total.load(Ordering::Relaxed);
-        let mut text = metrics::render(&engine.stats(), published, engine.journal_stats().as_ref());
-        if let Some(cluster) = &cluster {
-            text.push_str(&cluster.stats().metrics_text());
-        }
-        text
-    })
-    .map_err(ServeError::Io)?;
+    metrics::spawn(listener, metrics).map_err(ServeError::Io)?;
     tracing::info!("metrics on http://{local}/metrics");
     Ok(())
 }

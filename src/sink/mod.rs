@@ -3,7 +3,7 @@
 //! A sink is a [`Handler`](crate::Handler): the worker pool calls it once
 //! per attempt, retries an `Err` with backoff, and dead-letters an order
 //! whose attempts are used up. Implement the trait for your own sink; a
-//! plain closure (`Builder::build_fn`) is one too.
+//! plain closure `Fn(&Fired) -> HandlerResult` is one too.
 //!
 //! - [`webhook`]: `POST` a JSON body per order to an HTTP endpoint
 //!   ([`WebhookSink`]); at least once, with an `Idempotency-Key`.

@@ -152,8 +152,8 @@ impl std::error::Error for DeliveryError {}
 /// ```no_run
 /// use timewheel::sink::{WebhookConfig, WebhookSink};
 /// let sink = WebhookSink::new(WebhookConfig::new("http://127.0.0.1:8080/close"))?;
-/// let engine = timewheel::Engine::builder().workers(32).build(sink);
-/// # Ok::<(), timewheel::sink::WebhookError>(())
+/// let engine = timewheel::Engine::builder().workers(32).build(sink)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct WebhookSink {
     agent: ureq::Agent,
@@ -304,7 +304,7 @@ impl WebhookSink {
     /// endpoint must show in the log without a line per retry.
     fn note_failure(&self, fired: &Fired, error: &DeliveryError) {
         self.failures_unreported.fetch_add(1, Ordering::Relaxed);
-        let now_ms = now_ms();
+        let now_ms = crate::clock::unix_ms();
         let last = self.last_warn_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) < WARN_EVERY_MS
             || self
@@ -366,12 +366,6 @@ impl Resolver for CachedResolver {
         *self.last.lock() = Some((key, Instant::now(), addrs.clone()));
         Ok(addrs)
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `{"id":"...","deadline_ms":N,"fired_ms":N,"attempt":N}`.

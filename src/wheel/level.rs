@@ -11,7 +11,7 @@
 //! | 2     | 150 days          | ~1,479 years     |
 //!
 //! With the finest tick (1 ms) the top level still spans 540 days, more than
-//! the 366-day limit on delays ([`crate::MAX_DELAY_MS`]).
+//! the 366-day limit on delays ([`crate::limits::MAX_DELAY_MS`]).
 //!
 //! A timer due at tick `when` is stored in the lowest level `k` for which
 //! `when` and `now` fall in the same level-`(k+1)` span, in slot
@@ -36,7 +36,7 @@ pub const LEVELS: usize = 3;
 pub const MAX_TICKS: u64 = level_range(LEVELS - 1);
 
 // At the finest tick (1 ms) the wheel must still hold the longest delay.
-const _: () = assert!(MAX_TICKS > crate::engine::MAX_DELAY_MS);
+const _: () = assert!(MAX_TICKS > crate::limits::MAX_DELAY_MS);
 
 /// Marks a slot that holds no entry.
 pub const NIL: u32 = u32::MAX;

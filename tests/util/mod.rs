@@ -22,8 +22,13 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod wire;
+
 /// How long any single reply may take before a test gives up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a test waits for something that should happen soon (a
+/// reconnect, a firing, a state change) before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 /// How long a `redis-server` may take to answer `PING` after it was started.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often readiness is polled.

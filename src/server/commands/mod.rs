@@ -128,7 +128,7 @@ fn dispatch(
             connection::client(session, &subcommand, &args, out)
         }
         Command::Select { db } => connection::select(db, out),
-        Command::Info { .. } => introspection::info(shared, out),
+        Command::Info { sections } => introspection::info(shared, &sections, out),
         Command::Command { args } => introspection::command(session.protocol, &args, out),
         Command::ConfigGet { patterns } => {
             introspection::config_get(session.protocol, &patterns, out)

@@ -3,7 +3,7 @@
 //! A write is answered only once the journal has it: if its ack is not
 //! durable yet, the reply becomes a [`Deferred`] the connection holds.
 
-use crate::engine::{MAX_DELAY_DAYS, ScheduleError};
+use crate::engine::{Change, MAX_DELAY_DAYS, ScheduleError};
 use crate::id::OrderId;
 use crate::journal::{Ack, AckStatus};
 use crate::protocol::{write_error, write_integer};
@@ -36,11 +36,11 @@ pub(super) fn schedule(
 ) -> Option<Deferred> {
     let engine = &shared.engine;
     let result = if replace {
-        engine.upsert_at_nowait(id, deadline)
+        engine.upsert_at(id, deadline)
     } else {
-        engine.schedule_at_nowait(id, deadline)
+        engine.schedule_at(id, deadline)
     };
-    match result {
+    match result.map(Change::into_parts) {
         Ok((deadline, ack)) => {
             return reply_when_durable(shared, out, ack, deadline.min(i64::MAX as u64) as i64);
         }
@@ -58,8 +58,12 @@ pub(super) fn schedule(
 
 /// `CANCEL id`: `1` once the removal is durable, `0` if it was not pending.
 pub(super) fn cancel(shared: &Shared, out: &mut Vec<u8>, id: &OrderId) -> Option<Deferred> {
-    match shared.engine.cancel_nowait(id) {
-        Ok((cancelled, ack)) => reply_when_durable(shared, out, ack, cancelled as i64),
+    match shared.engine.cancel(id) {
+        Ok(change) => reply_when_durable(shared, out, change.ack(), 1),
+        Err(ScheduleError::NotScheduled) => {
+            write_integer(out, 0);
+            None
+        }
         Err(error) => {
             write_schedule_error(shared, out, error);
             None
