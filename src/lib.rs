@@ -46,6 +46,16 @@ pub mod wheel;
 #[doc(hidden)]
 pub mod fuzzing;
 
+/// The README's example, compiled and run by `cargo test --doc`.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+/// docs/delivery.md's example, compiled and run by `cargo test --doc`.
+#[doc = include_str!("../docs/delivery.md")]
+#[cfg(doctest)]
+pub struct DeliveryDoctests;
+
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Builder, Change, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};

@@ -88,15 +88,16 @@ fn add_addat_pttl_cancel_count_exact_replies() {
         MAX_DELAY_MS,
     );
     expect_deadline(&mut c, &encode_command(&["ADD", "zero", "0"]), 0);
-    // ADDAT beyond the engine's reach.
+    // ADDAT beyond the engine's reach: the error names the unit and the limit.
+    let far = (unix_ms() + MAX_DELAY_MS + 60_000).to_string();
     expect_both(
         &mut c,
-        &[
-            "ADDAT",
-            "far",
-            &(unix_ms() + MAX_DELAY_MS + 60_000).to_string(),
-        ],
-        b"-ERR deadline is more than 366 days away\r\n",
+        &["ADDAT", "far", &far],
+        format!(
+            "-ERR deadline must be Unix time in milliseconds at most 366 days ahead; \
+             got {far}, 366 days ahead\r\n"
+        )
+        .as_bytes(),
     );
 
     // PTTL: ms until the deadline, -2 if not pending.
@@ -115,10 +116,10 @@ fn add_addat_pttl_cancel_count_exact_replies() {
     expect_both(&mut c, &["PTTL", "nobody"], b":-2\r\n");
 
     // A past deadline fires at the next tick: due now (PTTL 0) or already fired (-2).
-    let mut pipeline = inline(&["ADDAT", "past", "1"]);
+    let mut pipeline = inline(&["ADDAT", "past", "1000000000000"]);
     pipeline.extend(inline(&["PTTL", "past"]));
     c.send_raw(&pipeline);
-    assert_eq!(show(&c.read_raw_reply()), ":1\\r\\n");
+    assert_eq!(show(&c.read_raw_reply()), ":1000000000000\\r\\n");
     let pttl = int_of(&c.read_raw_reply());
     assert!(pttl == 0 || pttl == -2, "PTTL of a due timer: {pttl}");
     wait_until("the past deadline to fire", Duration::from_secs(10), || {
@@ -196,7 +197,11 @@ fn info_reports_the_required_fields() {
         );
     }
     expect(&mut c, b"CANCEL i:3\r\n", b":1\r\n");
-    expect(&mut c, b"ADDAT fire 1\r\n", b":1\r\n");
+    expect(
+        &mut c,
+        b"ADDAT fire 1000000000000\r\n",
+        b":1000000000000\r\n",
+    );
     wait_until("fired_total to reach 1", Duration::from_secs(10), || {
         info_u64(&mut c, "fired_total") == 1
     });
@@ -242,7 +247,20 @@ fn command_errors_keep_the_connection_usable() {
     let mut c = server.conn();
     let arity = |name: &str| format!("-ERR wrong number of arguments for '{name}' command\r\n");
     const NOT_INT: &str = "-ERR value is not an integer or out of range\r\n";
-    const BAD_ID: &str = "-ERR invalid id\r\n";
+    const BAD_ID: &str = "-ERR invalid id: an order id is 1 to 128 bytes of printable ASCII \
+                          without spaces (0x21 to 0x7E)\r\n";
+    let bad_delay = |got: &str| {
+        format!(
+            "-ERR delay must be an integer number of milliseconds, or an integer with a unit \
+             (ms, s, m, h, d), from 0 to 366 days (31622400000 ms); got '{got}'\r\n"
+        )
+    };
+    let bad_deadline = |got: &str, tail: &str| {
+        format!(
+            "-ERR deadline must be Unix time in milliseconds, from 1000000000000 (2001-09-09) \
+             to 253402300799999 (9999-12-31); got '{got}'{tail}\r\n"
+        )
+    };
     let too_long_id = "x".repeat(129);
     let too_long_delay = (MAX_DELAY_MS + 1).to_string();
     let long_name = "Z".repeat(100);
@@ -273,18 +291,30 @@ fn command_errors_keep_the_connection_usable() {
         (vec![b"QUIT", b"now"], arity("quit")),
         (vec![b"SUBSCRIBE"], arity("subscribe")),
         (vec![b"SELECT"], arity("select")),
-        (vec![b"ADD", b"x", b"abc"], NOT_INT.into()),
-        (vec![b"ADD", b"x", b"-1"], NOT_INT.into()),
-        (vec![b"ADD", b"x", b"1.5"], NOT_INT.into()),
-        (vec![b"ADD", b"x", b"+5"], NOT_INT.into()),
-        (vec![b"ADD", b"x", b""], NOT_INT.into()),
+        (vec![b"ADD", b"x", b"abc"], bad_delay("abc")),
+        (vec![b"ADD", b"x", b"-1"], bad_delay("-1")),
+        (vec![b"ADD", b"x", b"1.5"], bad_delay("1.5")),
+        (vec![b"ADD", b"x", b"+5"], bad_delay("+5")),
+        (vec![b"ADD", b"x", b""], bad_delay("")),
         (
             vec![b"ADD", b"x", too_long_delay.as_bytes()],
-            NOT_INT.into(),
+            bad_delay(&too_long_delay),
         ),
-        (vec![b"ADD", b"x", b"99999999999999999999"], NOT_INT.into()),
-        (vec![b"ADDAT", b"x", b"-5"], NOT_INT.into()),
-        (vec![b"ADDAT", b"x", b"soon", b"REPLACE"], NOT_INT.into()),
+        (vec![b"ADD", b"x", b"367d"], bad_delay("367d")),
+        (vec![b"ADD", b"x", b"30min"], bad_delay("30min")),
+        (
+            vec![b"ADD", b"x", b"99999999999999999999"],
+            bad_delay("99999999999999999999"),
+        ),
+        (vec![b"ADDAT", b"x", b"-5"], bad_deadline("-5", "")),
+        (
+            vec![b"ADDAT", b"x", b"soon", b"REPLACE"],
+            bad_deadline("soon", ", which is not an integer"),
+        ),
+        (
+            vec![b"ADDAT", b"order:2", b"1796172400"],
+            bad_deadline("1796172400", ", which looks like seconds: multiply by 1000"),
+        ),
         (vec![b"SELECT", b"zero"], NOT_INT.into()),
         (
             vec![b"ADD", b"x", b"5", b"NOW"],
@@ -299,6 +329,7 @@ fn command_errors_keep_the_connection_usable() {
         (vec![b"ADD", too_long_id.as_bytes(), b"5"], BAD_ID.into()),
         (vec![b"ADD", b"a b", b"abc"], BAD_ID.into()),
         (vec![b"ADDAT", b"a\tb", b"5"], BAD_ID.into()),
+        (vec![b"ADD", "订单:1".as_bytes(), b"5"], BAD_ID.into()),
         (vec![b"ADD", b"a\0", b"5"], BAD_ID.into()),
         (vec![b"ADD", b"\x7f", b"5"], BAD_ID.into()),
         (vec![b"ADD", "café".as_bytes(), b"5"], BAD_ID.into()),

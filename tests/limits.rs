@@ -90,6 +90,10 @@ fn idle_clients_are_closed_but_not_active_ones_or_subscribers() {
     assert_eq!(info["idle_closed_total"], "1");
     assert_eq!(info["connected_clients"], "2");
     // The subscriber is still there and still gets messages.
-    expect(&mut active, b"ADDAT after-idle 1\r\n", b":1\r\n");
+    expect(
+        &mut active,
+        b"ADDAT after-idle 1000000000000\r\n",
+        b":1000000000000\r\n",
+    );
     assert_eq!(read_fired(&mut sub), "after-idle");
 }

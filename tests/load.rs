@@ -307,11 +307,11 @@ fn a_subscriber_that_falls_behind_then_reads_gets_every_message() {
     // Timers fire while it is behind: fewer bytes than the backlog.
     let mut pipeline = Vec::new();
     for i in 0..TIMERS {
-        pipeline.extend(inline(&["ADDAT", &format!("late:{i}"), "1"]));
+        pipeline.extend(inline(&["ADDAT", &format!("late:{i}"), "1000000000000"]));
     }
     ctl.send_raw(&pipeline);
     for _ in 0..TIMERS {
-        assert_eq!(show(&ctl.read_raw_reply()), ":1\\r\\n");
+        assert_eq!(show(&ctl.read_raw_reply()), ":1000000000000\\r\\n");
     }
     wait_until(
         "the timers to be published",

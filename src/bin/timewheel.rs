@@ -14,8 +14,18 @@ use timewheel::server::{self, Config, ServeConfig};
 use timewheel::sink::WebhookConfig;
 use timewheel::{JournalConfig, RetryPolicy};
 
+/// Shown under every `--help`: what is set outside the flags.
+const ENVIRONMENT_HELP: &str = "Every serve flag can also be set by the environment variable shown \
+beside it (TIMEWHEEL_*); a flag on the command line wins. Logs go to stderr, filtered by RUST_LOG \
+(default: info; for instance RUST_LOG=timewheel=debug).";
+
 #[derive(Parser, Debug)]
-#[command(name = "timewheel", version, about = "Close unpaid orders on time")]
+#[command(
+    name = "timewheel",
+    version,
+    about = "Close unpaid orders on time",
+    after_help = ENVIRONMENT_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the RESP-compatible protocol (redis-cli, redis clients, nc).
+    /// Serve the RESP-compatible protocol (redis-cli and Redis client libraries).
+    #[command(after_help = ENVIRONMENT_HELP)]
     Serve(ServeArgs),
 }
 
@@ -44,25 +55,25 @@ fn ms(duration: Duration) -> u64 {
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
     /// Address to listen on (host:port); port 0 picks a free port.
-    #[arg(long, default_value = DEFAULT_BIND)]
+    #[arg(long, default_value = DEFAULT_BIND, env = "TIMEWHEEL_BIND")]
     bind: String,
     /// Tick length in milliseconds: timers fire within one tick after their deadline.
-    #[arg(long, default_value_t = ms(timewheel::engine::DEFAULT_TICK), value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    #[arg(long, default_value_t = ms(timewheel::engine::DEFAULT_TICK), value_parser = clap::value_parser!(u64).range(1..=3_600_000), env = "TIMEWHEEL_TICK_MS")]
     tick_ms: u64,
     /// Worker threads running the close-order task [default: number of cores; 64 with --webhook].
-    #[arg(long)]
+    #[arg(long, env = "TIMEWHEEL_WORKERS")]
     workers: Option<usize>,
     /// I/O threads, each with its own event loop.
-    #[arg(long, default_value_t = defaults().0.io_threads as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, default_value_t = defaults().0.io_threads as u64, value_parser = clap::value_parser!(u64).range(1..=64), env = "TIMEWHEEL_IO_THREADS")]
     io_threads: u64,
     /// Connections accepted at once; more get `-ERR max number of clients reached`.
-    #[arg(long, default_value_t = defaults().0.max_clients)]
+    #[arg(long, default_value_t = defaults().0.max_clients, env = "TIMEWHEEL_MAX_CLIENTS")]
     max_clients: usize,
     /// Close a client idle for this many seconds (0: never). Subscribers are exempt.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "TIMEWHEEL_IDLE_TIMEOUT_S")]
     idle_timeout_s: u64,
     /// Bytes of unread `fired` messages after which a subscriber is disconnected.
-    #[arg(long, default_value_t = defaults().0.max_subscriber_backlog)]
+    #[arg(long, default_value_t = defaults().0.max_subscriber_backlog, env = "TIMEWHEEL_MAX_SUBSCRIBER_BACKLOG")]
     max_subscriber_backlog: usize,
     /// Password clients must send with AUTH (or HELLO 3 AUTH default PASS).
     /// Prefer the environment variable, so it does not show in `ps`.
@@ -70,45 +81,56 @@ struct ServeArgs {
     requirepass: Option<String>,
     /// Allow a non-loopback --bind without --requirepass. Anyone who can reach
     /// the port could then cancel every pending order.
-    #[arg(long)]
+    #[arg(long, env = "TIMEWHEEL_UNSAFE_NO_AUTH")]
     unsafe_no_auth: bool,
-    /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6379/0. Without
+    /// Redis URL of the durable journal, e.g. redis://127.0.0.1:6380/0. Without
     /// it, timers live in memory only and are lost on exit. A URL with a password
     /// (redis://:PASSWORD@host/0) is better passed in the environment, out of `ps`;
     /// logs show it with the password masked.
     #[arg(long, env = "TIMEWHEEL_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
     /// Prefix of the journal's Redis keys (`<prefix>due`, `<prefix>meta`, `<prefix>dead`).
-    #[arg(long, default_value_t = defaults().1.key_prefix)]
+    #[arg(long, default_value_t = defaults().1.key_prefix, env = "TIMEWHEEL_KEY_PREFIX")]
     key_prefix: String,
     /// Give up starting if Redis cannot be reached for this many seconds.
-    #[arg(long, default_value_t = defaults().1.connect_timeout.as_secs())]
+    #[arg(long, default_value_t = defaults().1.connect_timeout.as_secs(), env = "TIMEWHEEL_REDIS_CONNECT_TIMEOUT_S")]
     redis_connect_timeout_s: u64,
     /// Close orders by moving each fired one, exactly once, from the journal into
     /// this Redis Stream (`XADD KEY * id .. deadline_ms .. fired_ms ..`). Needs --redis.
-    #[arg(long, requires = "redis")]
+    #[arg(long, requires = "redis", env = "TIMEWHEEL_STREAM")]
     stream: Option<String>,
     /// Close orders by POSTing each fired one to this http:// URL: JSON body
     /// {"id","deadline_ms","fired_ms","attempt"}, header Idempotency-Key: <id>.
     /// A 2xx reply means closed; anything else is retried (at least once).
-    #[arg(long, value_name = "URL", conflicts_with = "stream")]
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "stream",
+        env = "TIMEWHEEL_WEBHOOK"
+    )]
     webhook: Option<String>,
+    /// With --redis and neither --stream nor --webhook: accept that fired orders only go
+    /// to `SUBSCRIBE fired` connections, best effort. An order that fires while nobody
+    /// listens (at a restart, for instance) then leaves the journal unseen. Without this
+    /// flag the server refuses to start in that configuration.
+    #[arg(long, env = "TIMEWHEEL_BEST_EFFORT_DELIVERY")]
+    best_effort_delivery: bool,
     /// A webhook exchange (connect, request, reply) slower than this is a failed attempt.
-    #[arg(long, default_value_t = ms(defaults().2.timeout), value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, default_value_t = ms(defaults().2.timeout), value_parser = clap::value_parser!(u64).range(1..=600_000), env = "TIMEWHEEL_WEBHOOK_TIMEOUT_MS")]
     webhook_timeout_ms: u64,
     /// Attempts per order, the first included, before it is dead-lettered.
-    #[arg(long, default_value_t = defaults().3.max_attempts, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = defaults().3.max_attempts, value_parser = clap::value_parser!(u32).range(1..=1000), env = "TIMEWHEEL_MAX_ATTEMPTS")]
     max_attempts: u32,
     /// Wait before the first retry; it doubles per attempt up to --retry-max-ms,
     /// scaled by a random factor in [0.5, 1]. The defaults spread 10 attempts over about an hour.
-    #[arg(long, default_value_t = ms(defaults().3.initial), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = ms(defaults().3.initial), value_parser = clap::value_parser!(u64).range(1..), env = "TIMEWHEEL_RETRY_INITIAL_MS")]
     retry_initial_ms: u64,
     /// Longest wait between two attempts.
-    #[arg(long, default_value_t = ms(defaults().3.max), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = ms(defaults().3.max), value_parser = clap::value_parser!(u64).range(1..), env = "TIMEWHEEL_RETRY_MAX_MS")]
     retry_max_ms: u64,
     /// Serve the INFO timer and delivery figures in the Prometheus text format
     /// at http://ADDR/metrics (unauthenticated, read-only).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "TIMEWHEEL_METRICS_BIND")]
     metrics_bind: Option<SocketAddr>,
     /// Cluster mode: share the order ids with the other nodes using the same
     /// --redis, each owning a share of the partitions by lease; ids of
@@ -126,7 +148,7 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(100..=600_000), requires = "cluster")]
     lease_ms: u64,
     /// A Redis round trip slower than this counts as Redis being lost.
-    #[arg(long, default_value_t = ms(defaults().1.io_timeout), value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, default_value_t = ms(defaults().1.io_timeout), value_parser = clap::value_parser!(u64).range(10..), env = "TIMEWHEEL_REDIS_TIMEOUT_MS")]
     redis_timeout_ms: u64,
 }
 
@@ -171,6 +193,7 @@ impl ServeArgs {
                 partitions: self.partitions,
                 lease: Duration::from_millis(self.lease_ms),
             }),
+            best_effort_delivery: self.best_effort_delivery,
         }
     }
 }

@@ -19,12 +19,23 @@ use std::fmt;
 
 // One definition of what an id and a delay may be, shared with the engine.
 pub use crate::id::{MAX_ID_LEN, is_valid_id};
-pub use crate::limits::{MAX_DELAY_MS, MAX_UNIX_MS};
+pub use crate::limits::{MAX_DELAY_DAYS, MAX_DELAY_MS, MAX_UNIX_MS, MIN_UNIX_MS};
 
 use super::Protocol;
 use super::request::{Request, parse_i64};
 use super::table::lookup;
 use crate::id::OrderId;
+
+/// Units `ADD` takes after its delay (`30m`, `1800s`, `1800000ms`); a bare
+/// integer is milliseconds. Longest unit name first within a prefix, so
+/// `ms` is found before `m`.
+pub const DELAY_UNITS: [(&str, u64); 5] = [
+    ("ms", 1),
+    ("s", 1_000),
+    ("m", 60 * 1_000),
+    ("h", 60 * 60 * 1_000),
+    ("d", 24 * 60 * 60 * 1_000),
+];
 
 /// Most client bytes echoed in an error line.
 pub const MAX_ECHO_LEN: usize = 64;
@@ -56,11 +67,11 @@ pub enum Command {
         /// Echoed back if present.
         message: Option<Vec<u8>>,
     },
-    /// `ADD id delay_ms [REPLACE]`.
+    /// `ADD id delay [REPLACE]`: the delay in ms, or with a unit (`30m`).
     Add {
         /// The order id, validated.
         id: OrderId,
-        /// `0..=MAX_DELAY_MS`.
+        /// `0..=MAX_DELAY_MS`, converted from the unit it was sent in.
         delay_ms: u64,
         /// Overwrite an existing timer instead of failing.
         replace: bool,
@@ -69,7 +80,8 @@ pub enum Command {
     AddAt {
         /// The order id, validated.
         id: OrderId,
-        /// Deadline in milliseconds since the Unix epoch, `0..=MAX_UNIX_MS`.
+        /// Deadline in milliseconds since the Unix epoch,
+        /// `MIN_UNIX_MS..=MAX_UNIX_MS`.
         unix_ms: u64,
         /// Overwrite an existing timer instead of failing.
         replace: bool,
@@ -152,6 +164,16 @@ pub enum Command {
         /// The arguments after it, as sent.
         args: Vec<Vec<u8>>,
     },
+    /// `MULTI`: queue the commands that follow until `EXEC` or `DISCARD`.
+    Multi,
+    /// `EXEC`: run the queued commands in order.
+    Exec,
+    /// `DISCARD`: drop the queued commands.
+    Discard,
+    /// `WATCH id [id ...]`: refused by the server (see `docs/protocol.md`).
+    Watch,
+    /// `UNWATCH`: nothing is watched, so always `+OK`.
+    Unwatch,
     /// `SELECT db`. Which databases exist is for the server to say.
     Select {
         /// Any `i64`.
@@ -196,7 +218,7 @@ pub(super) fn parse_ping(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
 }
 
 pub(super) fn parse_add(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
-    let (id, delay_ms, replace) = parse_schedule(rest, MAX_DELAY_MS)?;
+    let (id, delay_ms, replace) = parse_schedule(rest, parse_delay)?;
     Ok(Command::Add {
         id,
         delay_ms,
@@ -205,7 +227,7 @@ pub(super) fn parse_add(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
 }
 
 pub(super) fn parse_addat(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
-    let (id, unix_ms, replace) = parse_schedule(rest, MAX_UNIX_MS)?;
+    let (id, unix_ms, replace) = parse_schedule(rest, parse_deadline)?;
     Ok(Command::AddAt {
         id,
         unix_ms,
@@ -282,6 +304,26 @@ pub(super) fn parse_select(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> 
     })
 }
 
+pub(super) fn parse_multi(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Multi)
+}
+
+pub(super) fn parse_exec(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Exec)
+}
+
+pub(super) fn parse_discard(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Discard)
+}
+
+pub(super) fn parse_watch(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Watch)
+}
+
+pub(super) fn parse_unwatch(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Unwatch)
+}
+
 /// Exactly `N` arguments after the name.
 fn exactly<const N: usize>(
     name: &'static str,
@@ -294,22 +336,44 @@ fn check_id(id: Vec<u8>) -> Result<OrderId, CommandError> {
     OrderId::new(id).map_err(|_| CommandError::InvalidId)
 }
 
-/// A decimal integer in `0..=max`, read like Redis reads integers.
-fn parse_bounded(value: &[u8], max: u64) -> Result<u64, CommandError> {
+/// `ADD`'s delay: a decimal integer (read like Redis reads integers) of
+/// milliseconds, or followed by one of [`DELAY_UNITS`]; `0..=MAX_DELAY_MS`.
+pub fn parse_delay(value: &[u8]) -> Result<u64, CommandError> {
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (number, unit) = value.split_at(digits);
+    let scale = match unit {
+        [] => Some(1),
+        unit => DELAY_UNITS
+            .iter()
+            .find(|(name, _)| name.as_bytes() == unit)
+            .map(|&(_, scale)| scale),
+    };
+    scale
+        .zip(parse_i64(number).and_then(|n| u64::try_from(n).ok()))
+        .and_then(|(scale, n)| n.checked_mul(scale))
+        .filter(|&ms| ms <= MAX_DELAY_MS)
+        .ok_or_else(|| CommandError::BadDelay(value.to_vec()))
+}
+
+/// `ADDAT`'s deadline: Unix time in milliseconds, `MIN_UNIX_MS..=MAX_UNIX_MS`.
+pub fn parse_deadline(value: &[u8]) -> Result<u64, CommandError> {
     parse_i64(value)
         .and_then(|n| u64::try_from(n).ok())
-        .filter(|&n| n <= max)
-        .ok_or(CommandError::NotAnInteger)
+        .filter(|n| (MIN_UNIX_MS..=MAX_UNIX_MS).contains(n))
+        .ok_or_else(|| CommandError::BadDeadline(value.to_vec()))
 }
 
 /// `id time [REPLACE]`, shared by `ADD` and `ADDAT`.
-fn parse_schedule(rest: Vec<Vec<u8>>, max_time: u64) -> Result<(OrderId, u64, bool), CommandError> {
+fn parse_schedule(
+    rest: Vec<Vec<u8>>,
+    parse_time: fn(&[u8]) -> Result<u64, CommandError>,
+) -> Result<(OrderId, u64, bool), CommandError> {
     let mut rest = rest.into_iter();
     let (Some(id), Some(time)) = (rest.next(), rest.next()) else {
         return Err(CommandError::Syntax);
     };
     let id = check_id(id)?;
-    let time = parse_bounded(&time, max_time)?;
+    let time = parse_time(&time)?;
     let replace = match (rest.next(), rest.next()) {
         (None, _) => false,
         (Some(flag), None) if flag.eq_ignore_ascii_case(b"replace") => true,
@@ -402,8 +466,17 @@ pub enum CommandError {
     Syntax,
     /// `ERR value is not an integer or out of range`.
     NotAnInteger,
-    /// `ERR invalid id`: see [`is_valid_id`].
+    /// `ERR invalid id: ...` with the rule: see [`is_valid_id`].
     InvalidId,
+    /// `ERR delay must be ...`: `ADD`'s delay is not a whole number of
+    /// milliseconds or of a unit of [`DELAY_UNITS`], from 0 to
+    /// [`MAX_DELAY_MS`]. The value as sent.
+    BadDelay(Vec<u8>),
+    /// `ERR deadline must be Unix time in milliseconds ...`: `ADDAT`'s
+    /// deadline is not an integer in `MIN_UNIX_MS..=MAX_UNIX_MS`; the line
+    /// says what the number looks like (seconds, microseconds). The value
+    /// as sent.
+    BadDeadline(Vec<u8>),
     /// `ERR Protocol version is not an integer or out of range`.
     InvalidProtocolVersion,
     /// `NOPROTO unsupported protocol version`: an integer other than 2 or 3.
@@ -431,7 +504,40 @@ impl fmt::Display for CommandError {
             }
             Self::Syntax => f.write_str("ERR syntax error"),
             Self::NotAnInteger => f.write_str("ERR value is not an integer or out of range"),
-            Self::InvalidId => f.write_str("ERR invalid id"),
+            Self::InvalidId => write!(
+                f,
+                "ERR invalid id: an order id is 1 to {MAX_ID_LEN} bytes of printable ASCII \
+                 without spaces (0x21 to 0x7E)"
+            ),
+            Self::BadDelay(value) => {
+                let units: Vec<&str> = DELAY_UNITS.iter().map(|(name, _)| *name).collect();
+                write!(
+                    f,
+                    "ERR delay must be an integer number of milliseconds, or an integer with a \
+                     unit ({}), from 0 to {MAX_DELAY_DAYS} days ({MAX_DELAY_MS} ms); got '{}'",
+                    units.join(", "),
+                    Echo(value)
+                )
+            }
+            Self::BadDeadline(value) => {
+                write!(
+                    f,
+                    "ERR deadline must be Unix time in milliseconds, from {MIN_UNIX_MS} \
+                     (2001-09-09) to {MAX_UNIX_MS} (9999-12-31); got '{}'",
+                    Echo(value)
+                )?;
+                let Some(n) = parse_i64(value) else {
+                    return f.write_str(", which is not an integer");
+                };
+                let in_range = |ms: i64| (MIN_UNIX_MS as i64..=MAX_UNIX_MS as i64).contains(&ms);
+                if n.checked_mul(1000).is_some_and(in_range) {
+                    f.write_str(", which looks like seconds: multiply by 1000")
+                } else if in_range(n / 1000) {
+                    f.write_str(", which looks like microseconds: divide by 1000")
+                } else {
+                    Ok(())
+                }
+            }
             Self::InvalidProtocolVersion => {
                 f.write_str("ERR Protocol version is not an integer or out of range")
             }
@@ -501,6 +607,8 @@ mod tests {
         OrderId::new(s).unwrap()
     }
 
+    const INVALID_ID: &str = "ERR invalid id: an order id is 1 to 128 bytes of printable ASCII without spaces (0x21 to 0x7E)";
+
     #[test]
     fn derived_constants() {
         assert_eq!(MAX_DELAY_MS, 31_622_400_000);
@@ -562,22 +670,23 @@ mod tests {
                 replace: true
             })
         );
-        for name in ["add", "addat"] {
+        for (name, t) in [("add", "5"), ("addat", "1700000000000")] {
             let arity = format!("ERR wrong number of arguments for '{name}' command");
             assert_eq!(err(name), arity);
             assert_eq!(err(&format!("{name} x")), arity);
-            assert_eq!(err(&format!("{name} x 5 FOO")), "ERR syntax error");
-            assert_eq!(err(&format!("{name} x 5 REPLACEX")), "ERR syntax error");
+            assert_eq!(err(&format!("{name} x {t} FOO")), "ERR syntax error");
+            assert_eq!(err(&format!("{name} x {t} REPLACEX")), "ERR syntax error");
             assert_eq!(
-                err(&format!("{name} x 5 REPLACE REPLACE")),
+                err(&format!("{name} x {t} REPLACE REPLACE")),
                 "ERR syntax error"
             );
-            assert_eq!(err(&format!("{name} x 5 REPLACE x")), "ERR syntax error");
+            assert_eq!(err(&format!("{name} x {t} REPLACE x")), "ERR syntax error");
             // Left to right: the id is checked before the number, the number before the flag.
-            assert_eq!(err(&format!("{name} \u{7f} x FOO")), "ERR invalid id");
-            assert_eq!(
-                err(&format!("{name} x y FOO")),
-                "ERR value is not an integer or out of range"
+            assert_eq!(err(&format!("{name} \u{7f} x FOO")), INVALID_ID);
+            assert!(
+                err(&format!("{name} x y FOO")).contains("got 'y'"),
+                "{}",
+                err(&format!("{name} x y FOO"))
             );
         }
     }
@@ -588,15 +697,39 @@ mod tests {
             Ok(Command::Add { delay_ms, .. }) => Some(delay_ms),
             Ok(other) => panic!("{other:?}"),
             Err(e) => {
-                assert_eq!(e, CommandError::NotAnInteger, "{text}");
+                assert_eq!(e, CommandError::BadDelay(text.into()), "{text}");
                 None
             }
         };
         assert_eq!(delay("0"), Some(0));
         assert_eq!(delay("1"), Some(1));
         assert_eq!(delay("31622400000"), Some(MAX_DELAY_MS));
+        // Units: the same 30 minutes four ways, and each unit at its limit.
+        for text in ["1800000", "1800000ms", "1800s", "30m"] {
+            assert_eq!(delay(text), Some(1_800_000), "{text}");
+        }
+        assert_eq!(delay("2h"), Some(7_200_000));
+        assert_eq!(delay("0s"), Some(0));
+        assert_eq!(delay("366d"), Some(MAX_DELAY_MS));
+        assert_eq!(delay("8784h"), Some(MAX_DELAY_MS));
+        assert_eq!(delay("527040m"), Some(MAX_DELAY_MS));
+        assert_eq!(delay("31622400s"), Some(MAX_DELAY_MS));
+        assert_eq!(delay("31622400000ms"), Some(MAX_DELAY_MS));
         for bad in [
             "31622400001",
+            "367d",
+            "8785h",
+            "31622401s",
+            "31622400001ms",
+            "30M",
+            "30min",
+            "m",
+            "ms",
+            "1.5h",
+            "-1s",
+            "01s",
+            "30ms5",
+            "9223372036854775807d",
             "-1",
             "-0",
             "+1",
@@ -614,20 +747,68 @@ mod tests {
             assert_eq!(delay(bad), None, "{bad}");
         }
         for bad in [&b" 1"[..], b"1 ", b"1\n", b"\x001"] {
-            assert_eq!(raw(&[b"ADD", b"x", bad]), Err(CommandError::NotAnInteger));
+            assert_eq!(
+                raw(&[b"ADD", b"x", bad]),
+                Err(CommandError::BadDelay(bad.to_vec()))
+            );
         }
+        assert_eq!(
+            err("ADD order 30x"),
+            "ERR delay must be an integer number of milliseconds, or an integer with a unit \
+             (ms, s, m, h, d), from 0 to 366 days (31622400000 ms); got '30x'"
+        );
     }
 
     #[test]
     fn unix_ms_boundaries() {
         let at = |text: &str| match cmd(&format!("ADDAT x {text}")) {
             Ok(Command::AddAt { unix_ms, .. }) => Some(unix_ms),
-            _ => None,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert_eq!(e, CommandError::BadDeadline(text.into()), "{text}");
+                None
+            }
         };
-        assert_eq!(at("0"), Some(0));
+        assert_eq!(at("1000000000000"), Some(MIN_UNIX_MS));
+        assert_eq!(at("1796172400000"), Some(1_796_172_400_000));
         assert_eq!(at("253402300799999"), Some(MAX_UNIX_MS));
-        for bad in ["253402300800000", "-1", "9223372036854775808", "1e3"] {
+        for bad in [
+            "0",
+            "1",
+            "999999999999",
+            "1796172400",
+            "253402300800000",
+            "-1",
+            "9223372036854775808",
+            "1e3",
+            "30m",
+        ] {
             assert_eq!(at(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn deadline_errors_name_the_unit_and_what_the_number_looks_like() {
+        let head = "ERR deadline must be Unix time in milliseconds, from 1000000000000 \
+                    (2001-09-09) to 253402300799999 (9999-12-31); got";
+        for (value, tail) in [
+            ("1796172400", ", which looks like seconds: multiply by 1000"),
+            ("1000000000", ", which looks like seconds: multiply by 1000"),
+            (
+                "1796172400000000",
+                ", which looks like microseconds: divide by 1000",
+            ),
+            ("0", ""),
+            ("999999", ""),
+            ("-5", ""),
+            ("999999999999999999", ""),
+            ("soon", ", which is not an integer"),
+        ] {
+            assert_eq!(
+                err(&format!("ADDAT order:2 {value}")),
+                format!("{head} '{value}'{tail}"),
+                "{value}"
+            );
         }
     }
 
@@ -685,7 +866,7 @@ mod tests {
             err("PTTL a b"),
             "ERR wrong number of arguments for 'pttl' command"
         );
-        assert_eq!(err("ADD  5"), "ERR invalid id");
+        assert_eq!(err("ADD  5"), INVALID_ID);
     }
 
     #[test]
@@ -926,7 +1107,7 @@ mod tests {
         for line in [
             "PING",
             "ADD x 1",
-            "ADDAT x 1",
+            "ADDAT x 1700000000000",
             "CANCEL x",
             "PTTL x",
             "COUNT",

@@ -31,8 +31,8 @@ pub mod request;
 pub mod table;
 
 pub use command::{
-    Command, CommandError, Credentials, MAX_DELAY_MS, MAX_ECHO_LEN, MAX_ID_LEN, MAX_UNIX_MS,
-    is_valid_id,
+    Command, CommandError, Credentials, DELAY_UNITS, MAX_DELAY_MS, MAX_ECHO_LEN, MAX_ID_LEN,
+    MAX_UNIX_MS, MIN_UNIX_MS, is_valid_id, parse_deadline, parse_delay,
 };
 pub use reply::{
     Protocol, Reply, write_array_header, write_bulk, write_error, write_integer, write_map_header,

@@ -46,12 +46,16 @@ impl Flags {
     pub const LOADING: Flags = Flags(1 << 6);
     /// Administrative or introspective (`admin`-free, `noscript`).
     pub const NOSCRIPT: Flags = Flags(1 << 7);
+    /// Refused between `MULTI` and `EXEC` (`no_multi`): it changes the
+    /// connection, which a queued command must not.
+    pub const NO_MULTI: Flags = Flags(1 << 8);
 
     /// Redis's name for each flag printed by `COMMAND`, in Redis's order.
-    const NAMES: [(Flags, Option<&'static str>); 8] = [
+    const NAMES: [(Flags, Option<&'static str>); 9] = [
         (Flags::WRITE, Some("write")),
         (Flags::READONLY, Some("readonly")),
         (Flags::NOSCRIPT, Some("noscript")),
+        (Flags::NO_MULTI, Some("no_multi")),
         (Flags::LOADING, Some("loading")),
         (Flags::PUBSUB, Some("pubsub")),
         (Flags::FAST, Some("fast")),
@@ -110,6 +114,8 @@ pub enum Group {
     Connection,
     /// Introspection and configuration.
     Server,
+    /// `MULTI` / `EXEC` / `DISCARD`.
+    Transactions,
 }
 
 impl Group {
@@ -120,6 +126,7 @@ impl Group {
             Group::Pubsub => "pubsub",
             Group::Connection => "connection",
             Group::Server => "server",
+            Group::Transactions => "transactions",
         }
     }
 }
@@ -182,15 +189,15 @@ impl CommandSpec {
 }
 
 /// Every command, hot ones first (lookup is a linear scan).
-pub static COMMANDS: [CommandSpec; 18] = [
+pub static COMMANDS: [CommandSpec; 23] = [
     CommandSpec {
         name: "add",
         arity: -3,
         flags: Flags::WRITE.with(Flags::FAST),
         keys: Some(KeyRange::FIRST_ARGUMENT),
         group: Group::Timers,
-        syntax: "id delay_ms [REPLACE]",
-        summary: "Schedules an order to fire delay_ms milliseconds from now; returns the deadline (Unix ms).",
+        syntax: "id delay [REPLACE]",
+        summary: "Schedules an order to fire after delay: milliseconds, or 1800s, 30m, 2h, 1d; returns the deadline (Unix ms).",
         parse: command::parse_add,
     },
     CommandSpec {
@@ -260,6 +267,7 @@ pub static COMMANDS: [CommandSpec; 18] = [
         name: "subscribe",
         arity: -2,
         flags: Flags::PUBSUB
+            .with(Flags::NO_MULTI)
             .with(Flags::SUBSCRIBED)
             .with(Flags::NOSCRIPT)
             .with(Flags::LOADING),
@@ -273,6 +281,7 @@ pub static COMMANDS: [CommandSpec; 18] = [
         name: "unsubscribe",
         arity: -1,
         flags: Flags::PUBSUB
+            .with(Flags::NO_MULTI)
             .with(Flags::SUBSCRIBED)
             .with(Flags::NOSCRIPT)
             .with(Flags::LOADING),
@@ -286,6 +295,7 @@ pub static COMMANDS: [CommandSpec; 18] = [
         name: "punsubscribe",
         arity: -1,
         flags: Flags::PUBSUB
+            .with(Flags::NO_MULTI)
             .with(Flags::SUBSCRIBED)
             .with(Flags::NOSCRIPT)
             .with(Flags::LOADING),
@@ -312,6 +322,7 @@ pub static COMMANDS: [CommandSpec; 18] = [
         name: "hello",
         arity: -1,
         flags: Flags::FAST
+            .with(Flags::NO_MULTI)
             .with(Flags::NO_AUTH)
             .with(Flags::NOSCRIPT)
             .with(Flags::LOADING),
@@ -325,6 +336,7 @@ pub static COMMANDS: [CommandSpec; 18] = [
         name: "auth",
         arity: -2,
         flags: Flags::FAST
+            .with(Flags::NO_MULTI)
             .with(Flags::NO_AUTH)
             .with(Flags::NOSCRIPT)
             .with(Flags::LOADING),
@@ -383,6 +395,66 @@ pub static COMMANDS: [CommandSpec; 18] = [
         syntax: "db",
         summary: "Accepts database 0, the only one.",
         parse: command::parse_select,
+    },
+    CommandSpec {
+        name: "multi",
+        arity: 1,
+        flags: Flags::NOSCRIPT
+            .with(Flags::LOADING)
+            .with(Flags::FAST)
+            .with(Flags::NO_MULTI),
+        keys: None,
+        group: Group::Transactions,
+        syntax: "",
+        summary: "Starts queueing commands (+QUEUED) until EXEC runs them in order or DISCARD drops them.",
+        parse: command::parse_multi,
+    },
+    CommandSpec {
+        name: "exec",
+        arity: 1,
+        flags: Flags::NOSCRIPT.with(Flags::LOADING),
+        keys: None,
+        group: Group::Transactions,
+        syntax: "",
+        summary: "Runs the queued commands in order; replies with their replies once every queued write is durable.",
+        parse: command::parse_exec,
+    },
+    CommandSpec {
+        name: "discard",
+        arity: 1,
+        flags: Flags::NOSCRIPT.with(Flags::LOADING).with(Flags::FAST),
+        keys: None,
+        group: Group::Transactions,
+        syntax: "",
+        summary: "Drops the queued commands.",
+        parse: command::parse_discard,
+    },
+    CommandSpec {
+        name: "watch",
+        arity: -2,
+        flags: Flags::NOSCRIPT
+            .with(Flags::LOADING)
+            .with(Flags::FAST)
+            .with(Flags::NO_MULTI),
+        keys: Some(KeyRange {
+            first: 1,
+            last: -1,
+            step: 1,
+        }),
+        group: Group::Transactions,
+        syntax: "id [id ...]",
+        summary: "Not supported: always an error (optimistic locking has nothing to guard here).",
+        parse: command::parse_watch,
+    },
+    CommandSpec {
+        name: "unwatch",
+        arity: 1,
+        flags: Flags::NOSCRIPT.with(Flags::LOADING).with(Flags::FAST),
+        keys: None,
+        group: Group::Transactions,
+        syntax: "",
+        summary: "Answers OK: nothing is ever watched.",
+        parse: command::parse_unwatch,
     },
 ];
 
@@ -491,6 +563,7 @@ fn acl_categories(spec: &CommandSpec) -> Vec<&'static str> {
     match spec.group {
         Group::Pubsub => categories.push("@pubsub"),
         Group::Connection => categories.push("@connection"),
+        Group::Transactions => categories.push("@transaction"),
         Group::Timers | Group::Server => {}
     }
     categories

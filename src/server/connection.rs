@@ -46,12 +46,62 @@ pub const FENCED: &str = "TRYAGAIN the partition moved to another node before th
 pub const JOURNAL_GAVE_UP: &str =
     "JOURNAL unavailable: Redis did not confirm the write before shutdown";
 
-/// A reply that waits for the journal: the integer to send once `ack` is
-/// durable.
-#[derive(Debug, Clone, Copy)]
+/// A reply that waits for the journal: written once `ack` is settled.
+#[derive(Debug, Clone)]
 pub struct Deferred {
+    /// The last journal write the reply waits for.
     pub ack: Ack,
-    pub value: i64,
+    pub reply: Pending,
+}
+
+impl Deferred {
+    /// The integer of one write (`ADD`'s deadline, `CANCEL`'s 0 or 1).
+    pub fn integer(ack: Ack, value: i64) -> Deferred {
+        Deferred {
+            ack,
+            reply: Pending::Integer(value),
+        }
+    }
+
+    /// Writes the reply once `ack` is settled. Acks settle in order, so
+    /// every ack of an `EXEC` array is settled by then too.
+    pub fn write(&self, out: &mut Vec<u8>, status: &impl Fn(Ack) -> AckStatus) {
+        let integer = |out: &mut Vec<u8>, ack, value| match status(ack) {
+            AckStatus::Durable => write_integer(out, value),
+            AckStatus::Waiting | AckStatus::Failed => write_error(out, JOURNAL_GAVE_UP),
+            AckStatus::Fenced => write_error(out, FENCED),
+        };
+        match &self.reply {
+            Pending::Integer(value) => integer(out, self.ack, *value),
+            Pending::Array(parts) => {
+                protocol::write_array_header(out, parts.len());
+                for part in parts {
+                    match part {
+                        Part::Ready(bytes) => out.extend_from_slice(bytes),
+                        Part::Held(ack, value) => integer(out, *ack, *value),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a [`Deferred`] reply writes once its write is settled.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    /// One write's integer; [`JOURNAL_GAVE_UP`] if the journal gave up on it.
+    Integer(i64),
+    /// `EXEC`'s array: each queued command's reply, in order.
+    Array(Vec<Part>),
+}
+
+/// One element of an `EXEC` reply.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// Written as it is.
+    Ready(Vec<u8>),
+    /// A write's integer, once `ack` is settled.
+    Held(Ack, i64),
 }
 
 /// A deferred reply and the replies of the requests after it.
@@ -75,6 +125,19 @@ pub struct Session {
     /// Close once the output is flushed (QUIT, protocol error).
     pub closing: bool,
     pub id: u64,
+    /// The client's address, for the rate-limited AUTH failure log.
+    pub peer: Option<std::net::IpAddr>,
+    /// Between `MULTI` and `EXEC`/`DISCARD`: the commands queued so far.
+    pub transaction: Option<Transaction>,
+}
+
+/// Commands queued after `MULTI`.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    /// Checked for syntax, run at `EXEC` in this order.
+    pub queued: Vec<protocol::Command>,
+    /// A command was refused while queueing: `EXEC` answers `-EXECABORT`.
+    pub aborted: bool,
 }
 
 /// What the event loop should do with a connection after driving it.
@@ -116,6 +179,7 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     pub fn new(stream: TcpStream, id: u64, authenticated: bool) -> Connection {
+        let peer = stream.peer_addr().ok().map(|addr| addr.ip());
         Connection {
             stream,
             session: Session {
@@ -127,6 +191,8 @@ impl Connection {
                 subscription: None,
                 closing: false,
                 id,
+                peer,
+                transaction: None,
             },
             last_active: Instant::now(),
             protocol_errors: 0,
@@ -154,12 +220,10 @@ impl Connection {
     /// Moves held replies whose write is settled into the output, in order.
     fn release_held(&mut self, status: &impl Fn(Ack) -> AckStatus) {
         while let Some(front) = self.held.front() {
-            match status(front.reply.ack) {
-                AckStatus::Waiting => break,
-                AckStatus::Durable => write_integer(&mut self.output, front.reply.value),
-                AckStatus::Failed => write_error(&mut self.output, JOURNAL_GAVE_UP),
-                AckStatus::Fenced => write_error(&mut self.output, FENCED),
+            if status(front.reply.ack) == AckStatus::Waiting {
+                break;
             }
+            front.reply.write(&mut self.output, status);
             if let Some(held) = self.held.pop_front() {
                 self.held_bytes -= held.after.len();
                 self.output.extend_from_slice(&held.after);

@@ -20,6 +20,7 @@
 //!   answer what was already received, flush for up to
 //!   [`SHUTDOWN_FLUSH`], then shut the engine down.
 
+mod auth_log;
 mod commands;
 mod connection;
 mod figures;
@@ -102,6 +103,8 @@ pub(crate) struct Shared {
     pub hub: Arc<Hub>,
     pub config: Config,
     pub counters: Arc<Counters>,
+    /// Failed AUTHs, logged at most once per interval per client address.
+    pub(crate) auth_log: auth_log::AuthFailureLog,
     pub started: Instant,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
@@ -133,6 +136,7 @@ pub(crate) fn run(
             ..config
         },
         counters,
+        auth_log: auth_log::AuthFailureLog::default(),
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),

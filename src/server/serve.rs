@@ -17,6 +17,10 @@
 //! - A non-loopback address without a password is refused unless the
 //!   operator said `unsafe_no_auth`: anyone who reaches the port could
 //!   cancel every pending order.
+//! - A journal without a reliable sink (stream or webhook) is refused
+//!   unless the operator said `best_effort_delivery`: a fired order would
+//!   leave the journal once pushed to whoever is subscribed, which at a
+//!   restart is nobody. The log says at start where fired orders go.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -66,6 +70,8 @@ pub struct ServeConfig {
     /// Cluster mode (needs `journal`; its URL, key prefix and stream are
     /// the cluster's).
     pub cluster: Option<ClusterSettings>,
+    /// Allow a journal whose fired orders only go to subscribers.
+    pub best_effort_delivery: bool,
 }
 
 /// How a node takes part in a cluster (`--cluster`).
@@ -104,6 +110,7 @@ impl Default for ServeConfig {
             metrics_bind: None,
             unsafe_no_auth: false,
             cluster: None,
+            best_effort_delivery: false,
         }
     }
 }
@@ -116,6 +123,9 @@ pub enum ServeError {
         /// The address that was refused.
         bind: SocketAddr,
     },
+    /// A journal, but neither a stream nor a webhook, and no
+    /// `best_effort_delivery`.
+    NoReliableSink,
     /// An address did not resolve or could not be bound.
     Bind {
         /// Which listener (`--bind`, `--metrics-bind`).
@@ -144,6 +154,13 @@ impl std::fmt::Display for ServeError {
                  cancel every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), bind to \
                  127.0.0.1, or pass --unsafe-no-auth if a firewall already keeps strangers out"
             ),
+            ServeError::NoReliableSink => f.write_str(
+                "refusing to start with --redis but no reliable sink: a fired order would only be \
+                 pushed to SUBSCRIBE fired connections and then leave the journal, so one that \
+                 fires while nobody listens (at a restart, for instance) would be lost. Give \
+                 --stream KEY (exactly once into a Redis Stream) or --webhook URL (at least \
+                 once), or pass --best-effort-delivery to accept that loss",
+            ),
             ServeError::Bind { flag, addr, error } => write!(f, "{flag} {addr}: {error}"),
             ServeError::Journal(error) => error.fmt(f),
             ServeError::Webhook(error) => error.fmt(f),
@@ -162,6 +179,7 @@ pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeErr
     if !bind.ip().is_loopback() && config.server.requirepass.is_none() && !config.unsafe_no_auth {
         return Err(ServeError::NoPassword { bind });
     }
+    tracing::info!("fired orders go {}", where_fired_orders_go(&config)?);
     let hub = Arc::new(Hub::default());
     let counters = Arc::new(Counters::default());
     let bind_listener = || {
@@ -267,6 +285,27 @@ pub fn shutdown_on_signals() -> std::io::Result<Receiver<()>> {
             }
         })?;
     Ok(shutdown_rx)
+}
+
+/// Where fired orders go, as the start-up log line says it; refuses a
+/// journal without a reliable sink unless `best_effort_delivery`.
+fn where_fired_orders_go(config: &ServeConfig) -> Result<String, ServeError> {
+    let stream = config.journal.as_ref().and_then(|j| j.stream.as_deref());
+    Ok(match (stream, &config.webhook) {
+        (Some(stream), _) => format!(
+            "into the Redis Stream {stream}, exactly once (and to SUBSCRIBE fired, best effort)"
+        ),
+        // The URL is in the webhook's own line, with any password masked.
+        (None, Some(_)) => {
+            "to the webhook, at least once (and to SUBSCRIBE fired, best effort)".to_owned()
+        }
+        (None, None) if config.journal.is_some() && !config.best_effort_delivery => {
+            return Err(ServeError::NoReliableSink);
+        }
+        (None, None) => "only to SUBSCRIBE fired connections, best effort: an order that fires \
+                         while nobody listens is not seen by anyone"
+            .to_owned(),
+    })
 }
 
 /// The first address `addr` resolves to.

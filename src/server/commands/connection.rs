@@ -13,6 +13,7 @@ use crate::protocol::{
     write_integer, write_map_header, write_null, write_simple,
 };
 use crate::server::Shared;
+use crate::server::auth_log::LogLine;
 use crate::server::connection::Session;
 
 /// Failed AUTH attempts after which a connection is closed.
@@ -136,11 +137,7 @@ fn authenticate(
         .counters
         .auth_failures
         .fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(
-        client = session.id,
-        failures = session.auth_failures,
-        "authentication failed"
-    );
+    log_auth_failure(shared, session);
     write_error(
         out,
         "WRONGPASS invalid username-password pair or user is disabled.",
@@ -149,6 +146,27 @@ fn authenticate(
         session.closing = true;
     }
     false
+}
+
+/// One `WARN` line per client address per `AUTH_LOG_INTERVAL`: a client
+/// that reconnects after each wrong password does not flood the log.
+fn log_auth_failure(shared: &Shared, session: &Session) {
+    let line = match session.peer {
+        Some(addr) => shared.auth_log.record(addr, std::time::Instant::now()),
+        None => Some(LogLine { failures: 1 }),
+    };
+    if let Some(line) = line {
+        let addr = session
+            .peer
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        // `failures`: from this address since its previous line, this one included.
+        tracing::warn!(
+            addr = %addr,
+            client = session.id,
+            failures = line.failures,
+            "authentication failed"
+        );
+    }
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a

@@ -14,11 +14,26 @@ pub(super) fn command(proto: Protocol, args: &[Vec<u8>], out: &mut Vec<u8>) {
 }
 
 /// `CONFIG GET pattern [pattern ...]`: enough for redis-benchmark and
-/// client libraries that ask.
-pub(super) fn config_get(proto: Protocol, patterns: &[Vec<u8>], out: &mut Vec<u8>) {
-    const KNOWN: [(&[u8], &[u8]); 3] =
-        [(b"save", b""), (b"appendonly", b"no"), (b"databases", b"1")];
-    let found: Vec<_> = KNOWN
+/// client libraries that ask. `appendonly` says whether writes are
+/// journaled (`yes` with `--redis`), which is what a client asking wants to
+/// know.
+pub(super) fn config_get(
+    shared: &Shared,
+    proto: Protocol,
+    patterns: &[Vec<u8>],
+    out: &mut Vec<u8>,
+) {
+    let journaled: &[u8] = if shared.engine.journal_stats().is_some() {
+        b"yes"
+    } else {
+        b"no"
+    };
+    let known: [(&[u8], &[u8]); 3] = [
+        (b"save", b""),
+        (b"appendonly", journaled),
+        (b"databases", b"1"),
+    ];
+    let found: Vec<_> = known
         .iter()
         .filter(|(key, _)| {
             patterns

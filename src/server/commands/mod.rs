@@ -15,17 +15,20 @@
 //!
 //! - Cluster mode: a command whose key (by the command table) belongs to a
 //!   partition this node does not serve is answered `-MOVED`, `-TRYAGAIN`
-//!   or `-CLUSTERDOWN` before it is parsed further ([`cluster::route`]).
+//!   or `-CLUSTERDOWN` before it is run or queued ([`cluster::route`]).
+//! - Between `MULTI` and `EXEC`, requests are checked and queued, not run
+//!   (see [`transactions`]).
 //!
 //! One module per area: [`timers`], [`pubsub`], [`connection`],
-//! [`introspection`], [`cluster`]; this one checks the gates and
-//! dispatches.
+//! [`introspection`], [`transactions`], [`cluster`]; this one checks the
+//! gates and dispatches.
 
 mod cluster;
 mod connection;
 mod introspection;
 mod pubsub;
 mod timers;
+mod transactions;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -78,6 +81,10 @@ pub fn execute(
     {
         return None;
     }
+    if session.transaction.is_some() && !transactions::runs_now(spec) {
+        transactions::queue(session, spec, request, out);
+        return None;
+    }
     let command = match Command::from_request(request) {
         Ok(command) => command,
         Err(error) => {
@@ -128,10 +135,15 @@ fn dispatch(
             connection::client(session, &subcommand, &args, out)
         }
         Command::Select { db } => connection::select(db, out),
+        Command::Multi => transactions::multi(session, out),
+        Command::Exec => return transactions::exec(shared, io, session, out),
+        Command::Discard => transactions::discard(session, out),
+        Command::Watch => transactions::watch(session, out),
+        Command::Unwatch => crate::protocol::write_simple(out, "OK"),
         Command::Info { sections } => introspection::info(shared, &sections, out),
         Command::Command { args } => introspection::command(session.protocol, &args, out),
         Command::ConfigGet { patterns } => {
-            introspection::config_get(session.protocol, &patterns, out)
+            introspection::config_get(shared, session.protocol, &patterns, out)
         }
         Command::Config { subcommand, .. } => introspection::config_other(&subcommand, out),
     }

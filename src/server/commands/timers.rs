@@ -3,9 +3,10 @@
 //! A write is answered only once the journal has it: if its ack is not
 //! durable yet, the reply becomes a [`Deferred`] the connection holds.
 
-use crate::engine::{Change, MAX_DELAY_DAYS, ScheduleError};
+use crate::engine::{Change, ScheduleError};
 use crate::id::OrderId;
 use crate::journal::{Ack, AckStatus};
+use crate::limits::MAX_DELAY_DAYS;
 use crate::protocol::{write_error, write_integer};
 use crate::server::Shared;
 use crate::server::connection::Deferred;
@@ -14,7 +15,7 @@ use crate::server::connection::Deferred;
 pub const JOURNAL_UNAVAILABLE: &str =
     "JOURNAL unavailable: Redis is unreachable, nothing was changed; retry later";
 
-/// `ADD id delay_ms [REPLACE]`.
+/// `ADD id delay [REPLACE]`: the delay in ms, or with a unit (`30m`).
 pub(super) fn add(
     shared: &Shared,
     out: &mut Vec<u8>,
@@ -49,6 +50,14 @@ pub(super) fn schedule(
             format_args!(
                 "EXISTS {} is already scheduled",
                 id.as_bytes().escape_ascii()
+            ),
+        ),
+        Err(ScheduleError::DelayTooLong) => write_error(
+            out,
+            format_args!(
+                "ERR deadline must be Unix time in milliseconds at most {MAX_DELAY_DAYS} days \
+                 ahead; got {deadline}, {} days ahead",
+                deadline.saturating_sub(shared.engine.now_ms()) / (24 * 60 * 60 * 1000)
             ),
         ),
         Err(error) => write_schedule_error(shared, out, error),
@@ -100,7 +109,7 @@ fn reply_when_durable(
             write_integer(out, value);
             None
         }
-        _ => Some(Deferred { ack, value }),
+        _ => Some(Deferred::integer(ack, value)),
     }
 }
 
@@ -114,7 +123,7 @@ fn write_schedule_error(shared: &Shared, out: &mut Vec<u8>, error: ScheduleError
         ScheduleError::ShutDown => write_error(out, "ERR server is shutting down"),
         ScheduleError::DelayTooLong => write_error(
             out,
-            format_args!("ERR deadline is more than {MAX_DELAY_DAYS} days away"),
+            format_args!("ERR deadline is more than {MAX_DELAY_DAYS} days ahead"),
         ),
         ScheduleError::AlreadyScheduled { .. }
         | ScheduleError::NotScheduled
