@@ -434,6 +434,22 @@ fn cluster_clients_route_by_themselves() {
         reply,
         Resp::Error(format!("MOVED {slot} 127.0.0.1:{owner}"))
     );
+    // Redirected inside MULTI: the transaction is doomed, nothing runs.
+    let mut tx = RespConn::connect(wrong);
+    assert_eq!(tx.cmd(&["MULTI"]), Resp::ok());
+    assert_eq!(
+        tx.cmd(&["ADD", id, "1000", "REPLACE"]),
+        Resp::Error(format!("MOVED {slot} 127.0.0.1:{owner}"))
+    );
+    assert!(matches!(tx.cmd(&["EXEC"]), Resp::Error(e) if e.starts_with("EXECABORT")));
+    assert!(
+        RespConn::connect(owner)
+            .cmd(&["PTTL", id])
+            .as_int()
+            .unwrap()
+            > 500_000,
+        "the doomed transaction changed {id}"
+    );
     // Keyless commands run anywhere; INFO says cluster mode.
     let mut conn = RespConn::connect(wrong);
     assert!(conn.cmd(&["COUNT"]).as_int().is_some());

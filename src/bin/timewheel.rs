@@ -135,17 +135,22 @@ struct ServeArgs {
     /// Cluster mode: share the order ids with the other nodes using the same
     /// --redis, each owning a share of the partitions by lease; ids of
     /// partitions owned elsewhere are answered -MOVED. See docs/cluster.md.
-    #[arg(long, requires = "redis")]
+    #[arg(long, requires = "redis", env = "TIMEWHEEL_CLUSTER")]
     cluster: bool,
     /// Cluster mode: HOST:PORT other nodes send clients to [default: the bound address].
-    #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        requires = "cluster",
+        env = "TIMEWHEEL_ANNOUNCE"
+    )]
     announce: Option<String>,
     /// Cluster mode: partitions (a power of two), fixed when the cluster is created.
-    #[arg(long, default_value_t = ClusterSettings::default().partitions, requires = "cluster")]
+    #[arg(long, default_value_t = ClusterSettings::default().partitions, requires = "cluster", env = "TIMEWHEEL_PARTITIONS")]
     partitions: u32,
     /// Cluster mode: partition lease; a dead node's partitions move after about this long.
     #[arg(long, default_value_t = ms(ClusterSettings::default().lease),
-          value_parser = clap::value_parser!(u64).range(100..=600_000), requires = "cluster")]
+          value_parser = clap::value_parser!(u64).range(100..=600_000), requires = "cluster", env = "TIMEWHEEL_LEASE_MS")]
     lease_ms: u64,
     /// A Redis round trip slower than this counts as Redis being lost.
     #[arg(long, default_value_t = ms(defaults().1.io_timeout), value_parser = clap::value_parser!(u64).range(10..), env = "TIMEWHEEL_REDIS_TIMEOUT_MS")]

@@ -79,6 +79,10 @@ pub fn execute(
         && let Some(spec) = spec
         && !cluster::route(cluster, spec, request.args(), out)
     {
+        // As any error while queueing: EXEC then answers -EXECABORT.
+        if let Some(transaction) = session.transaction.as_mut() {
+            transaction.aborted = true;
+        }
         return None;
     }
     if session.transaction.is_some() && !transactions::runs_now(spec) {
