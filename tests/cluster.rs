@@ -1079,3 +1079,42 @@ fn webhook_calls_carry_the_partition_epoch() {
         "{head}"
     );
 }
+
+#[test]
+fn a_node_cut_off_from_redis_stops_serving_and_resumes_after() {
+    let mut redis = RedisServer::start();
+    let node = start_node(&redis, &[]);
+    wait_stable(&[node.port()], Duration::from_secs(20));
+    let mut conn = node.conn();
+    assert!(conn.cmd(&["ADD", "cut:1", "600000"]).as_int().is_some());
+    redis.kill9();
+    let cut = Instant::now();
+    // Within a lease (plus a round) every partition stops being served.
+    wait_until("the node stops serving", Duration::from_secs(5), || {
+        info_field(node.port(), "cluster_partitions_owned") == Some(0)
+    });
+    let stopped_after = cut.elapsed();
+    assert!(
+        stopped_after <= Duration::from_millis(LEASE_MS + 1000),
+        "still serving {stopped_after:?} after Redis went away"
+    );
+    for (args, what) in [
+        (vec!["ADD", "cut:2", "1000"], "an ADD"),
+        (vec!["PTTL", "cut:1"], "a PTTL"),
+        (vec!["CANCEL", "cut:1"], "a CANCEL"),
+    ] {
+        let reply = conn.cmd(&args);
+        assert!(
+            matches!(&reply, Resp::Error(e) if e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN")),
+            "{what} was answered {reply:?} without Redis"
+        );
+    }
+    assert_eq!(conn.cmd(&["COUNT"]).as_int(), Some(0), "timers still held");
+    // Redis back (AOF): the node takes its partitions again, under new epochs.
+    redis.restart();
+    wait_stable(&[node.port()], Duration::from_secs(20));
+    let left = conn.cmd(&["PTTL", "cut:1"]).as_int().unwrap();
+    assert!(left > 500_000, "cut:1 lost: {left}");
+    assert_eq!(conn.cmd(&["PTTL", "cut:2"]).as_int(), Some(-2));
+    assert!(info_field(node.port(), "cluster_leases_lost_total").unwrap() >= PARTITIONS as u64);
+}
