@@ -1118,3 +1118,71 @@ fn a_node_cut_off_from_redis_stops_serving_and_resumes_after() {
     assert_eq!(conn.cmd(&["PTTL", "cut:2"]).as_int(), Some(-2));
     assert!(info_field(node.port(), "cluster_leases_lost_total").unwrap() >= PARTITIONS as u64);
 }
+
+#[test]
+fn a_clean_shutdown_hands_partitions_over_without_waiting_for_the_lease() {
+    // A long lease: were the leases not released, taking over would take 5 s.
+    let redis = RedisServer::start();
+    let start = || {
+        TimewheelServer::start(&[
+            "--cluster",
+            "--redis",
+            &redis.url(),
+            "--lease-ms",
+            "5000",
+            "--stream",
+            STREAM,
+        ])
+    };
+    let mut leaving = start();
+    let staying = start();
+    wait_stable(&[leaving.port(), staying.port()], Duration::from_secs(40));
+    let stopped = Instant::now();
+    assert!(
+        leaving
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    wait_until(
+        "the survivor owns every slot",
+        Duration::from_secs(10),
+        || cluster_slots(staying.port()).is_some_and(|r| slot_map(&r, &[staying.port()]).is_some()),
+    );
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_millis(3000),
+        "took {took:?}, about a lease"
+    );
+    assert!(
+        leaving.log().contains("cluster: left; leases released"),
+        "{}",
+        leaving.log()
+    );
+}
+
+#[test]
+fn an_unreachable_redis_fails_the_start_with_one_line() {
+    let port = util::free_port().to_string();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let (status, err) = util::run_timewheel(
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--cluster",
+            "--redis",
+            &url,
+            "--stream",
+            STREAM,
+            "--redis-connect-timeout-s",
+            "1",
+        ],
+        &[],
+    );
+    assert!(!status.success());
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("Error: ")).collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains("unreachable"),
+        "{err}"
+    );
+}
