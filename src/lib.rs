@@ -13,6 +13,8 @@
 //! - [`journal`]: the durable Redis journal: group-committed writes,
 //!   rebuild at start, outage handling; the exactly-once Redis Stream sink.
 //! - [`sink`]: ready-made close-order handlers: the HTTP webhook.
+//! - [`cluster`]: cluster mode: partitions by hash slot, leases and
+//!   fencing epochs in Redis, failover, client routing.
 //! - [`clock`]: time sources, including a manual clock for tests.
 //! - [`limits`]: how long an id and a delay may be, in one leaf module.
 //! - [`id`]: order ids, stored inline when short.
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod cluster;
 pub mod engine;
 pub mod handler;
 pub mod id;

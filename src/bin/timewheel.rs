@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use timewheel::journal::RedisTls;
-use timewheel::server::{self, Config, ServeConfig, serve::DEFAULT_BIND};
+use timewheel::server::serve::{ClusterSettings, DEFAULT_BIND};
+use timewheel::server::{self, Config, ServeConfig};
 use timewheel::sink::{Signer, WebhookConfig};
 use timewheel::tls::ServerFiles;
 use timewheel::{JournalConfig, RetryPolicy};
@@ -214,6 +215,26 @@ struct ServeArgs {
     /// same certificate and client CA as the clients' port.
     #[arg(long, value_name = "ADDR", env = "TIMEWHEEL_METRICS_BIND")]
     metrics_bind: Option<SocketAddr>,
+    /// Cluster mode: share the order ids with the other nodes using the same
+    /// --redis, each owning a share of the partitions by lease; ids of
+    /// partitions owned elsewhere are answered -MOVED. See docs/cluster.md.
+    #[arg(long, requires = "redis", env = "TIMEWHEEL_CLUSTER")]
+    cluster: bool,
+    /// Cluster mode: HOST:PORT other nodes send clients to [default: the bound address].
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        requires = "cluster",
+        env = "TIMEWHEEL_ANNOUNCE"
+    )]
+    announce: Option<String>,
+    /// Cluster mode: partitions (a power of two), fixed when the cluster is created.
+    #[arg(long, default_value_t = ClusterSettings::default().partitions, requires = "cluster", env = "TIMEWHEEL_PARTITIONS")]
+    partitions: u32,
+    /// Cluster mode: partition lease; a dead node's partitions move after about this long.
+    #[arg(long, default_value_t = ms(ClusterSettings::default().lease),
+          value_parser = clap::value_parser!(u64).range(100..=600_000), requires = "cluster", env = "TIMEWHEEL_LEASE_MS")]
+    lease_ms: u64,
     /// A Redis round trip slower than this counts as Redis being lost.
     #[arg(long, default_value_t = ms(defaults().1.io_timeout), value_parser = clap::value_parser!(u64).range(10..), env = "TIMEWHEEL_REDIS_TIMEOUT_MS")]
     redis_timeout_ms: u64,
@@ -269,6 +290,7 @@ impl ServeArgs {
                 max_subscriber_backlog: self.max_subscriber_backlog,
                 requirepass: self.requirepass.filter(|p| !p.is_empty()),
                 tls: None,
+                cluster: None,
             },
             tls,
             reload: None,
@@ -284,6 +306,11 @@ impl ServeArgs {
             webhook,
             metrics_bind: self.metrics_bind,
             unsafe_no_auth: self.unsafe_no_auth,
+            cluster: self.cluster.then(|| ClusterSettings {
+                announce: self.announce,
+                partitions: self.partitions,
+                lease: Duration::from_millis(self.lease_ms),
+            }),
             best_effort_delivery: self.best_effort_delivery,
         })
     }

@@ -327,7 +327,10 @@ impl Builder {
             journal: self.journal,
         });
         if let Some(journal) = &shared.journal {
-            restore(&shared, journal)?;
+            // In cluster mode partitions are loaded as they are taken.
+            if !journal.is_cluster() {
+                restore(&shared, journal)?;
+            }
             journal.start();
         }
         let workers = (0..self.workers)
@@ -575,6 +578,58 @@ impl Engine {
         } else {
             Err(ScheduleError::NotScheduled)
         }
+    }
+
+    /// Loads timers read back from the journal (cluster mode: a partition
+    /// just taken). Timers still to come go into the wheel; overdue ones
+    /// are treated as already firing, as after a restart (they go to the
+    /// workers, oldest first, and cannot be cancelled: the previous owner
+    /// may have delivered them). An id already pending here keeps its
+    /// deadline. Returns how many were overdue.
+    pub fn load(&self, entries: impl IntoIterator<Item = (OrderId, u64)>) -> u64 {
+        let now_ms = self.now_ms();
+        let latest = now_ms.saturating_add(MAX_DELAY_MS);
+        let mut overdue = 0;
+        for (id, deadline_ms) in entries {
+            if deadline_ms <= now_ms {
+                overdue += 1;
+                self.shared.retries.push(
+                    deadline_ms,
+                    Fired {
+                        id,
+                        deadline_ms,
+                        fired_ms: now_ms,
+                        attempt: 1,
+                    },
+                );
+            } else {
+                let Ok((mut wheel, hash)) = self.open_shard(id.as_bytes()) else {
+                    break;
+                };
+                let _ = wheel.insert_hashed(hash, id, deadline_ms.min(latest));
+            }
+        }
+        let c = &self.shared.counters;
+        c.fired.fetch_add(overdue, Ordering::Relaxed);
+        c.inflight.fetch_add(overdue, Ordering::Relaxed);
+        overdue
+    }
+
+    /// Forgets every timer whose id matches `pred` (cluster mode: the
+    /// partitions this node stopped owning), pending or waiting for a
+    /// retry; their new owner fires them. A handler already running still
+    /// finishes. Returns how many were forgotten.
+    pub fn forget_where(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
+        let mut forgotten = 0;
+        for shard in self.shared.shards.iter() {
+            forgotten += shard.lock().remove_where(&pred).len();
+        }
+        let retries = self.shared.retries.remove_where(&pred);
+        self.shared
+            .counters
+            .inflight
+            .fetch_sub(retries as u64, Ordering::Relaxed);
+        forgotten + retries
     }
 
     fn change<T>(&self, value: T, ack: Ack) -> Change<'_, T> {

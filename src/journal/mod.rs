@@ -29,6 +29,13 @@
 //! - The writer never takes an engine lock.
 //! - A `rediss://` URL is TLS on every connection, the rebuild's too
 //!   ([`RedisTls`]); the server's certificate is always verified.
+//! - In cluster mode ([`Journal::connect_cluster`]) each write is tagged,
+//!   when it is queued, with the epoch under which this node holds the
+//!   id's partition, and is sent inside that partition's fenced script
+//!   ([`crate::cluster::scripts::APPLY`]): if the epoch moved, Redis
+//!   changes nothing, the write is answered [`AckStatus::Fenced`], and the
+//!   partition is reported lost. A client write for a partition this node
+//!   does not serve is refused before anything changes.
 
 mod bulk;
 mod restore;
@@ -43,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::cluster::Ownership;
 use crate::id::OrderId;
 
 pub use restore::{Restored, RestoredEntry};
@@ -212,6 +220,9 @@ pub enum AckStatus {
     Waiting,
     /// Shutdown gave up on it: it is not known to be in Redis.
     Failed,
+    /// Cluster mode: the partition's epoch moved before it was written (the
+    /// partition has a new owner): Redis did not take it.
+    Fenced,
 }
 
 /// One journal write.
@@ -276,6 +287,9 @@ pub struct JournalStats {
     pub errors_total: u64,
     /// Client writes refused while down.
     pub refused_total: u64,
+    /// Cluster mode: writes Redis refused because the partition's epoch
+    /// had moved (fencing).
+    pub fenced_total: u64,
     /// Times the writer reconnected after losing Redis.
     pub reconnects_total: u64,
     /// Seconds the journal has been down (0 when up).
@@ -289,6 +303,9 @@ type Listener = Box<dyn Fn() + Send + Sync>;
 /// The queue between the engine and the writer.
 struct QueueState {
     ops: VecDeque<Op>,
+    /// Cluster mode: the partition epoch of each op in `ops` (empty
+    /// otherwise).
+    epochs: VecDeque<u64>,
     /// Sequence number of `ops[0]`.
     head_seq: u64,
     up: bool,
@@ -318,6 +335,11 @@ pub(crate) struct Inner {
     /// For the rebuild's own connection, with a `rediss://` URL.
     rebuild_tls: Option<Arc<rustls::ClientConfig>>,
     stopping: AtomicBool,
+    /// Cluster mode: who holds which partition under which epoch.
+    ownership: Option<Arc<Ownership>>,
+    /// Cluster mode: sequence numbers of writes Redis fenced off.
+    fenced: Mutex<hashbrown::HashSet<u64>>,
+    any_fenced: AtomicBool,
 }
 
 #[derive(Default)]
@@ -327,6 +349,7 @@ struct Counters {
     errors: AtomicU64,
     refused: AtomicU64,
     reconnects: AtomicU64,
+    fenced: AtomicU64,
 }
 
 /// A handle on the journal. Cheap to clone.
@@ -349,6 +372,24 @@ impl Journal {
     /// Connects to Redis, retrying with backoff (and a log line per try)
     /// until `config.connect_timeout` has passed.
     pub fn connect(config: JournalConfig) -> Result<Journal, JournalError> {
+        Journal::open(config, None)
+    }
+
+    /// [`Journal::connect`] for cluster mode: writes go to the partition
+    /// keys of `ownership`'s layout, each fenced by the partition's epoch.
+    /// There is no rebuild at start: partitions are loaded as they are
+    /// taken ([`crate::cluster`]).
+    pub fn connect_cluster(
+        config: JournalConfig,
+        ownership: Arc<Ownership>,
+    ) -> Result<Journal, JournalError> {
+        Journal::open(config, Some(ownership))
+    }
+
+    fn open(
+        config: JournalConfig,
+        ownership: Option<Arc<Ownership>>,
+    ) -> Result<Journal, JournalError> {
         let tls_url = config.url.starts_with("rediss://");
         if config.tls.is_set() && !tls_url {
             return Err(JournalError::BadUrl(format!(
@@ -408,6 +449,7 @@ impl Journal {
                 keys,
                 queue: Mutex::new(QueueState {
                     ops: VecDeque::new(),
+                    epochs: VecDeque::new(),
                     head_seq: 1,
                     up: true,
                     closed: false,
@@ -425,6 +467,9 @@ impl Journal {
                 client,
                 rebuild_tls,
                 stopping: AtomicBool::new(false),
+                ownership,
+                fenced: Mutex::new(hashbrown::HashSet::new()),
+                any_fenced: AtomicBool::new(false),
             }),
             writer: Arc::new(Mutex::new(None)),
         })
@@ -493,7 +538,30 @@ impl Journal {
             self.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Unavailable);
         }
-        Ok(enqueue(&self.inner, &mut queue, op))
+        let epoch = match &self.inner.ownership {
+            Some(ownership) => match ownership.write_epoch(op.id().as_bytes()) {
+                Some(epoch) => Some(epoch),
+                None => {
+                    drop(queue);
+                    self.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(Unavailable);
+                }
+            },
+            None => None,
+        };
+        Ok(enqueue(&self.inner, &mut queue, op, epoch))
+    }
+
+    /// Whether this journal runs in cluster mode.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.ownership.is_some()
+    }
+
+    /// The place of the last write queued: once it is no longer
+    /// [`AckStatus::Waiting`], so is every write queued before it.
+    pub fn tail(&self) -> Ack {
+        let queue = self.inner.queue.lock();
+        Ack(queue.head_seq + queue.ops.len() as u64 - 1)
     }
 
     /// Settles a fired order whose close-order task succeeded: with a
@@ -522,7 +590,24 @@ impl Journal {
 
     /// Queues a removal of a delivered or dead-lettered order. Never
     /// refused: while Redis is down it waits in the queue for reconnect.
+    ///
+    /// In cluster mode, a removal for a partition this node no longer holds
+    /// is dropped: the order is still in the partition's `due` set, and its
+    /// new owner fires it (at least once across failovers).
     pub(crate) fn push_always(&self, op: Op) {
+        let epoch = match &self.inner.ownership {
+            Some(ownership) => match ownership.settle_epoch(op.id().as_bytes()) {
+                Some(epoch) => Some(epoch),
+                None => {
+                    tracing::debug!(
+                        ?op,
+                        "journal: partition no longer held; its new owner fires this order"
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
         let mut queue = self.inner.queue.lock();
         if queue.closed {
             drop(queue);
@@ -532,12 +617,16 @@ impl Journal {
             );
             return;
         }
-        enqueue(&self.inner, &mut queue, op);
+        enqueue(&self.inner, &mut queue, op, epoch);
     }
 
     /// Where the write `ack` stands.
     pub fn status(&self, ack: Ack) -> AckStatus {
-        if ack.0 <= self.inner.acked.load(Ordering::Acquire) {
+        if self.inner.any_fenced.load(Ordering::Acquire)
+            && self.inner.fenced.lock().contains(&ack.0)
+        {
+            AckStatus::Fenced
+        } else if ack.0 <= self.inner.acked.load(Ordering::Acquire) {
             AckStatus::Durable
         } else if ack.0 >= self.inner.failed_from.load(Ordering::Acquire) {
             AckStatus::Failed
@@ -552,7 +641,7 @@ impl Journal {
         loop {
             match self.status(ack) {
                 AckStatus::Durable => return Ok(()),
-                AckStatus::Failed => return Err(Unavailable),
+                AckStatus::Failed | AckStatus::Fenced => return Err(Unavailable),
                 AckStatus::Waiting => self.inner.acked_cv.wait(&mut guard),
             }
         }
@@ -584,6 +673,7 @@ impl Journal {
             batches_total: load(&c.batches),
             errors_total: load(&c.errors),
             refused_total: load(&c.refused),
+            fenced_total: load(&c.fenced),
             reconnects_total: load(&c.reconnects),
             down_for_s: self
                 .inner
@@ -612,8 +702,16 @@ impl Journal {
     }
 }
 
-fn enqueue(inner: &Inner, queue: &mut QueueState, op: Op) -> Ack {
+fn enqueue(inner: &Inner, queue: &mut QueueState, op: Op, epoch: Option<u64>) -> Ack {
+    debug_assert_eq!(
+        epoch.is_some(),
+        inner.ownership.is_some(),
+        "epoch={epoch:?}: cluster writes carry an epoch, single-node ones none"
+    );
     queue.ops.push_back(op);
+    if let Some(epoch) = epoch {
+        queue.epochs.push_back(epoch);
+    }
     let seq = queue.head_seq + queue.ops.len() as u64 - 1;
     if queue.ops.len() == 1 {
         inner.work.notify_one();
@@ -621,7 +719,36 @@ fn enqueue(inner: &Inner, queue: &mut QueueState, op: Op) -> Ack {
     Ack(seq)
 }
 
+impl Op {
+    pub(crate) fn id(&self) -> &OrderId {
+        match self {
+            Op::Put { id, .. }
+            | Op::Cancel { id }
+            | Op::Done { id, .. }
+            | Op::Deliver { id, .. }
+            | Op::Dead { id, .. } => id,
+        }
+    }
+}
+
 impl Inner {
+    /// Records that Redis fenced off the writes `seqs` (before they are
+    /// published as acked).
+    fn fenced_off(&self, seqs: impl IntoIterator<Item = u64>) {
+        let mut fenced = self.fenced.lock();
+        let before = fenced.len();
+        fenced.extend(seqs);
+        self.counters
+            .fenced
+            .fetch_add((fenced.len() - before) as u64, Ordering::Relaxed);
+        // Forget answers nobody can still be waiting for.
+        if fenced.len() > 100_000 {
+            let floor = self.acked.load(Ordering::Relaxed).saturating_sub(1 << 20);
+            fenced.retain(|&s| s >= floor);
+        }
+        self.any_fenced.store(true, Ordering::Release);
+    }
+
     /// Publishes that every write up to `seq` is durable.
     fn acked_up_to(&self, seq: u64) {
         self.acked.store(seq, Ordering::Release);

@@ -150,6 +150,13 @@ pub enum Command {
         /// The arguments after it, as sent.
         args: Vec<Vec<u8>>,
     },
+    /// `CLUSTER subcommand [argument ...]` (cluster mode: the lease table).
+    Cluster {
+        /// The subcommand in ASCII lowercase.
+        subcommand: Vec<u8>,
+        /// The arguments after it, as sent.
+        args: Vec<Vec<u8>>,
+    },
     /// `CLIENT subcommand [argument ...]`.
     Client {
         /// The subcommand in ASCII lowercase.
@@ -278,6 +285,11 @@ pub(super) fn parse_config(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> 
     } else {
         Ok(Command::Config { subcommand, args })
     }
+}
+
+pub(super) fn parse_cluster(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (subcommand, args) = split_subcommand("cluster", rest)?;
+    Ok(Command::Cluster { subcommand, args })
 }
 
 pub(super) fn parse_client(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {

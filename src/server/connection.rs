@@ -37,6 +37,10 @@ const KEPT_CAPACITY: usize = 16 * 1024;
 /// Journal writes one connection may have waiting before reading pauses.
 pub const MAX_HELD: usize = 4096;
 
+/// Cluster mode: the partition moved to another node before the write
+/// reached Redis, which refused it (fencing). Clients retry `TRYAGAIN`.
+pub const FENCED: &str = "TRYAGAIN the partition moved to another node before this write was journaled; nothing was changed";
+
 /// The error a write gets when the journal gave up on it at shutdown.
 pub const JOURNAL_GAVE_UP: &str =
     "JOURNAL unavailable: Redis did not confirm the write before shutdown";
@@ -64,6 +68,7 @@ impl Deferred {
         let integer = |out: &mut Vec<u8>, ack, value| match status(ack) {
             AckStatus::Durable => write_integer(out, value),
             AckStatus::Waiting | AckStatus::Failed => write_error(out, JOURNAL_GAVE_UP),
+            AckStatus::Fenced => write_error(out, FENCED),
         };
         match &self.reply {
             Pending::Integer(value) => integer(out, self.ack, *value),

@@ -61,6 +61,8 @@ pub(crate) struct Sources<'a> {
     pub io_threads: usize,
     /// The clients' TLS, with `--tls-cert`.
     pub tls: Option<&'a Acceptor>,
+    /// Cluster mode: adds the `Cluster` section.
+    pub cluster: Option<&'a crate::cluster::Cluster>,
 }
 
 fn counter(name: &'static str, help: &'static str, value: u64) -> Figure {
@@ -101,6 +103,50 @@ pub(crate) fn collect(sources: &Sources<'_>) -> Vec<Section> {
         journal_section(sources.engine),
         tls_section(sources.tls),
     ]
+    .into_iter()
+    .chain(sources.cluster.map(cluster_section))
+    .collect()
+}
+
+/// Cluster mode: the figures of [`crate::cluster::ClusterStats::figures`],
+/// and who this node is.
+fn cluster_section(cluster: &crate::cluster::Cluster) -> Section {
+    let stats = cluster.stats();
+    let mut figures: Vec<Figure> = stats
+        .figures()
+        .into_iter()
+        .map(|(name, kind, help, value)| {
+            if kind == "counter" {
+                counter(name, help, value)
+            } else {
+                gauge(name, help, value)
+            }
+        })
+        .collect();
+    figures.push(text(
+        "cluster_my_id",
+        "This node's id.",
+        cluster.me().id.clone(),
+    ));
+    figures.push(text(
+        "cluster_announce",
+        "The address other nodes redirect clients to.",
+        cluster.me().addr.clone(),
+    ));
+    figures.push(gauge(
+        "cluster_lease_ms",
+        "The partition lease (ms).",
+        stats.lease_ms,
+    ));
+    figures.push(gauge(
+        "cluster_last_takeover_unix_ms",
+        "When the last takeover happened (Unix ms; 0: never).",
+        stats.last_takeover_unix_ms,
+    ));
+    Section {
+        title: "Cluster",
+        figures,
+    }
 }
 
 fn server_section(sources: &Sources<'_>, stats: &Stats) -> Section {
@@ -508,6 +554,7 @@ mod tests {
             started: Instant::now(),
             io_threads: 1,
             tls: Some(&tls),
+            cluster: None,
         });
         let info = info_text(&sections, &[]);
         let prometheus = prometheus_text(&sections);

@@ -71,6 +71,8 @@ pub struct Config {
     pub requirepass: Option<String>,
     /// TLS on the listening port (`--tls-cert`); `None`: plain TCP.
     pub tls: Option<Arc<tls::Acceptor>>,
+    /// Cluster mode: ids of partitions served elsewhere are redirected.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             max_subscriber_backlog: 16 * 1024 * 1024,
             requirepass: None,
             tls: None,
+            cluster: None,
         }
     }
 }

@@ -10,7 +10,10 @@
 //!
 //! Ground rules:
 //! - Nothing listens before the engine is built, so with a journal the
-//!   wheel is rebuilt before the first client can connect.
+//!   wheel is rebuilt before the first client can connect. Cluster mode
+//!   binds first (the bound address is what it announces); its partitions
+//!   are loaded one by one after start, and their ids are answered
+//!   `-TRYAGAIN` / `-CLUSTERDOWN` until then.
 //! - A non-loopback address without a password or client certificates
 //!   (mutual TLS) is refused unless the operator said `unsafe_no_auth`:
 //!   anyone who reaches the port could cancel every pending order.
@@ -31,6 +34,7 @@ use super::figures::{self, Sources};
 use super::hub::Hub;
 use super::tls::{Acceptor, TlsConfig};
 use super::{Config, Counters, metrics};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::engine::{DEFAULT_TICK, Engine};
 use crate::handler::{Fired, Handler, HandlerResult, RetryPolicy};
 use crate::journal::{Journal, JournalConfig, JournalError};
@@ -72,8 +76,34 @@ pub struct ServeConfig {
     pub metrics_bind: Option<SocketAddr>,
     /// Allow a non-loopback `bind` without a password.
     pub unsafe_no_auth: bool,
+    /// Cluster mode (needs `journal`; its URL, key prefix and stream are
+    /// the cluster's).
+    pub cluster: Option<ClusterSettings>,
     /// Allow a journal whose fired orders only go to subscribers.
     pub best_effort_delivery: bool,
+}
+
+/// How a node takes part in a cluster (`--cluster`).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// `host:port` other nodes redirect clients to; `None`: the bound
+    /// address.
+    pub announce: Option<String>,
+    /// Partitions; must match the cluster's.
+    pub partitions: u32,
+    /// Partition lease.
+    pub lease: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> ClusterSettings {
+        let defaults = ClusterConfig::new("", "");
+        ClusterSettings {
+            announce: None,
+            partitions: defaults.partitions,
+            lease: defaults.lease,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -90,6 +120,7 @@ impl Default for ServeConfig {
             webhook: None,
             metrics_bind: None,
             unsafe_no_auth: false,
+            cluster: None,
             best_effort_delivery: false,
         }
     }
@@ -123,6 +154,8 @@ pub enum ServeError {
     Tls(TlsError),
     /// The event loop failed.
     Io(std::io::Error),
+    /// Cluster mode could not start.
+    Cluster(ClusterError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -147,6 +180,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Webhook(error) => error.fmt(f),
             ServeError::Tls(error) => write!(f, "--tls-cert: {error}"),
             ServeError::Io(error) => write!(f, "server failed: {error}"),
+            ServeError::Cluster(error) => error.fmt(f),
         }
     }
 }
@@ -183,9 +217,29 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
     config.server.tls = tls.clone();
     let hub = Arc::new(Hub::default());
     let counters = Arc::new(Counters::default());
-    let engine = build_engine(&config, hub.clone())?;
+    let bind_listener = || {
+        super::bind(bind).map_err(|error| ServeError::Bind {
+            flag: "--bind",
+            addr: config.bind.clone(),
+            error,
+        })
+    };
+    let (early, cluster) = match &config.cluster {
+        Some(settings) => {
+            let listener = bind_listener()?;
+            let local = listener.local_addr().map_err(ServeError::Io)?;
+            let cluster = join_cluster(&config, settings, local)?;
+            (Some(listener), Some(cluster))
+        }
+        None => (None, None),
+    };
+    let engine = build_engine(&config, hub.clone(), cluster.as_ref())?;
+    if let Some(cluster) = &cluster {
+        cluster.start(engine.clone());
+    }
     if let Some(addr) = config.metrics_bind {
         let (engine, hub, counters) = (engine.clone(), hub.clone(), counters.clone());
+        let cluster = cluster.clone();
         let (started, io_threads) = (Instant::now(), config.server.io_threads);
         let acceptor = tls.clone();
         serve_metrics(addr, tls.clone(), move || {
@@ -196,14 +250,14 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
                 started,
                 io_threads,
                 tls: acceptor.as_deref(),
+                cluster: cluster.as_ref(),
             }))
         })?;
     }
-    let listener = super::bind(bind).map_err(|error| ServeError::Bind {
-        flag: "--bind",
-        addr: config.bind.clone(),
-        error,
-    })?;
+    let listener = match early {
+        Some(listener) => listener,
+        None => bind_listener()?,
+    };
     let local = listener.local_addr().map_err(ServeError::Io)?;
     if let Some(acceptor) = &tls {
         let client_certificates = if acceptor.mutual() {
@@ -217,7 +271,49 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
         );
     }
     tracing::info!("listening on {local}");
-    super::run(listener, engine, hub, counters, config.server, shutdown).map_err(ServeError::Io)
+    let server = Config {
+        cluster: cluster.clone(),
+        ..config.server
+    };
+    let result =
+        super::run(listener, engine, hub, counters, server, shutdown).map_err(ServeError::Io);
+    // The engine has shut down (its last removals flushed): hand the
+    // partitions over at once instead of letting the leases run out.
+    if let Some(cluster) = cluster {
+        cluster.shutdown();
+    }
+    result
+}
+
+/// Checks the cluster settings against Redis (see [`Cluster::prepare`]).
+fn join_cluster(
+    config: &ServeConfig,
+    settings: &ClusterSettings,
+    local: SocketAddr,
+) -> Result<Cluster, ServeError> {
+    let Some(journal) = &config.journal else {
+        return Err(ServeError::Cluster(ClusterError::Redis(
+            "cluster mode needs --redis: the leases and the journal live there".into(),
+        )));
+    };
+    let announce = match &settings.announce {
+        Some(announce) => announce.clone(),
+        None if local.ip().is_unspecified() => {
+            return Err(ServeError::Cluster(ClusterError::BadAnnounce(format!(
+                "{local} (bound to every interface: pass --announce HOST:PORT)"
+            ))));
+        }
+        None => local.to_string(),
+    };
+    Cluster::prepare(ClusterConfig {
+        partitions: settings.partitions,
+        lease: settings.lease,
+        key_prefix: journal.key_prefix.clone(),
+        stream: journal.stream.clone(),
+        connect_timeout: journal.connect_timeout,
+        ..ClusterConfig::new(journal.url.clone(), announce)
+    })
+    .map_err(ServeError::Cluster)
 }
 
 /// A channel that closes on the first SIGINT or SIGTERM: the `shutdown`
@@ -308,7 +404,11 @@ fn resolve(flag: &'static str, addr: &str) -> Result<SocketAddr, ServeError> {
         .ok_or_else(|| bind_error(std::io::Error::other("resolves to no address")))
 }
 
-fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeError> {
+fn build_engine(
+    config: &ServeConfig,
+    hub: Arc<Hub>,
+    cluster: Option<&Cluster>,
+) -> Result<Engine, ServeError> {
     let workers = match (config.workers, &config.webhook) {
         (Some(workers), _) => Some(workers.max(1)),
         (None, Some(_)) => Some(WEBHOOK_WORKERS),
@@ -324,11 +424,14 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
                      network unencrypted; use https://"
                 );
             }
-            let sink = WebhookSink::new(WebhookConfig {
+            let mut sink = WebhookSink::new(WebhookConfig {
                 connections,
                 ..webhook.clone()
             })
             .map_err(ServeError::Webhook)?;
+            if let Some(cluster) = cluster {
+                sink = sink.with_epochs(cluster.ownership());
+            }
             tracing::info!(
                 url = %sink.url(),
                 workers = connections,
@@ -352,7 +455,11 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
                      cross the network unencrypted; use rediss://"
                 );
             }
-            let journal = Journal::connect(journal.clone()).map_err(ServeError::Journal)?;
+            let journal = match cluster {
+                Some(cluster) => Journal::connect_cluster(journal.clone(), cluster.ownership()),
+                None => Journal::connect(journal.clone()),
+            }
+            .map_err(ServeError::Journal)?;
             builder = builder.journal(journal);
         }
         None => {

@@ -193,6 +193,8 @@ pub struct WebhookSink {
     /// Failed attempts since the last `warn` line, and when that was.
     failures_unreported: AtomicU64,
     last_warn_ms: AtomicU64,
+    /// Cluster mode: where the partition epoch of each order comes from.
+    epochs: Option<std::sync::Arc<crate::cluster::Ownership>>,
 }
 
 impl std::fmt::Debug for WebhookSink {
@@ -261,7 +263,21 @@ impl WebhookSink {
             signer: config.signer,
             failures_unreported: AtomicU64::new(0),
             last_warn_ms: AtomicU64::new(0),
+            epochs: None,
         })
+    }
+
+    /// Cluster mode: adds the epoch under which this node holds the order's
+    /// partition to every call (`"epoch"` in the body, header
+    /// `Timewheel-Epoch`; 0 once the partition is no longer held here), so
+    /// a receiver can tell a call made after a failover from the original.
+    /// Calls stay at least once: a failover may repeat one.
+    pub fn with_epochs(
+        mut self,
+        ownership: std::sync::Arc<crate::cluster::Ownership>,
+    ) -> WebhookSink {
+        self.epochs = Some(ownership);
+        self
     }
 
     /// The endpoint, as configured.
@@ -271,12 +287,22 @@ impl WebhookSink {
 
     /// One `POST`; `Ok` on a 2xx status.
     pub fn deliver(&self, fired: &Fired) -> Result<(), DeliveryError> {
-        let body = json_body(fired);
+        let epoch = self
+            .epochs
+            .as_ref()
+            .map(|own| own.settle_epoch(fired.id.as_bytes()).unwrap_or(0));
+        let mut body = json_body(fired);
         let mut request = self
             .agent
             .post(&self.url)
             .header("Content-Type", "application/json")
             .header("Idempotency-Key", fired.id.as_str());
+        if let Some(epoch) = epoch {
+            body.pop();
+            body.push_str(&format!(",\"epoch\":{epoch}}}"));
+            request = request.header("Timewheel-Epoch", epoch);
+        }
+        // Signed last, over the body exactly as it is sent.
         if let Some(signer) = &self.signer {
             let t = crate::clock::unix_ms() / 1000;
             request = request.header(sign::HEADER, signer.header(t, body.as_bytes()));
