@@ -13,12 +13,16 @@
 //! - [`journal`]: the durable Redis journal: group-committed writes,
 //!   rebuild at start, outage handling; the exactly-once Redis Stream sink.
 //! - [`sink`]: ready-made close-order handlers: the HTTP webhook.
+//! - [`cluster`]: cluster mode: partitions by hash slot, leases and
+//!   fencing epochs in Redis, failover, client routing.
 //! - [`clock`]: time sources, including a manual clock for tests.
 //! - [`limits`]: how long an id and a delay may be, in one leaf module.
 //! - [`id`]: order ids, stored inline when short.
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
 //! - [`server`]: the `mio` event loop, connections, commands, pub/sub.
+//! - [`tls`]: PEM certificate files to rustls configurations, for every
+//!   hop (clients, `/metrics`, the journal's Redis, the webhook).
 //! - `model` and `fuzzing` (feature `testing`, hidden): a reference model
 //!   of the engine and the fuzz targets' checks, for the tests and `fuzz/`
 //!   only; the release binary contains neither.
@@ -26,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod cluster;
 pub mod engine;
 pub mod handler;
 pub mod id;
@@ -37,6 +42,7 @@ pub mod model;
 pub mod protocol;
 pub mod server;
 pub mod sink;
+pub mod tls;
 pub mod wheel;
 
 #[cfg(feature = "testing")]
@@ -56,5 +62,5 @@ pub struct DeliveryDoctests;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Builder, Change, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
-pub use id::{InvalidId, OrderId};
+pub use id::{IntoOrderId, InvalidId, OrderId};
 pub use journal::{Ack, AckStatus, Journal, JournalConfig, JournalError};

@@ -46,7 +46,7 @@ use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
 use crate::handler::{Fired, Handler, RetryPolicy};
-use crate::id::{InvalidId, OrderId};
+use crate::id::{IntoOrderId, InvalidId, OrderId};
 use crate::journal::{Ack, AckStatus, Journal, JournalError, JournalStats, Op, Unavailable};
 use crate::wheel::{TickMapping, Wheel};
 use lag::LagWindow;
@@ -333,7 +333,10 @@ impl Builder {
             journal: self.journal,
         });
         if let Some(journal) = &shared.journal {
-            restore(&shared, journal)?;
+            // In cluster mode partitions are loaded as they are taken.
+            if !journal.is_cluster() {
+                restore(&shared, journal)?;
+            }
             journal.start();
         }
         let workers = (0..self.workers)
@@ -480,7 +483,7 @@ impl Engine {
     /// deadline (Unix ms).
     pub fn schedule(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         delay: Duration,
     ) -> Result<Change<'_, u64>, ScheduleError> {
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -495,10 +498,10 @@ impl Engine {
     /// [`ScheduleError::AlreadyScheduled`] if `id` is pending.
     pub fn schedule_at(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         deadline_ms: u64,
     ) -> Result<Change<'_, u64>, ScheduleError> {
-        let id = self.checked(id.as_ref(), deadline_ms)?;
+        let id = self.checked(id, deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
         // With a journal, refuse a duplicate before it is written to Redis.
         if self.shared.journal.is_some()
@@ -521,10 +524,10 @@ impl Engine {
     /// new deadline. [`ScheduleError::NotScheduled`] if `id` is not pending.
     pub fn reschedule_at(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         deadline_ms: u64,
     ) -> Result<Change<'_, u64>, ScheduleError> {
-        let id = self.checked(id.as_ref(), deadline_ms)?;
+        let id = self.checked(id, deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
         if wheel.get_hashed(hash, id.as_bytes()).is_none() {
             return Err(ScheduleError::NotScheduled);
@@ -538,10 +541,10 @@ impl Engine {
     /// semantics); the change's value is the deadline.
     pub fn upsert_at(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         deadline_ms: u64,
     ) -> Result<Change<'_, u64>, ScheduleError> {
-        let id = self.checked(id.as_ref(), deadline_ms)?;
+        let id = self.checked(id, deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
         let ack = self.journal_put(&id, deadline_ms)?;
         if wheel
@@ -581,6 +584,58 @@ impl Engine {
         } else {
             Err(ScheduleError::NotScheduled)
         }
+    }
+
+    /// Loads timers read back from the journal (cluster mode: a partition
+    /// just taken). Timers still to come go into the wheel; overdue ones
+    /// are treated as already firing, as after a restart (they go to the
+    /// workers, oldest first, and cannot be cancelled: the previous owner
+    /// may have delivered them). An id already pending here keeps its
+    /// deadline. Returns how many were overdue.
+    pub fn load(&self, entries: impl IntoIterator<Item = (OrderId, u64)>) -> u64 {
+        let now_ms = self.now_ms();
+        let latest = now_ms.saturating_add(MAX_DELAY_MS);
+        let mut overdue = 0;
+        for (id, deadline_ms) in entries {
+            if deadline_ms <= now_ms {
+                overdue += 1;
+                self.shared.retries.push(
+                    deadline_ms,
+                    Fired {
+                        id,
+                        deadline_ms,
+                        fired_ms: now_ms,
+                        attempt: 1,
+                    },
+                );
+            } else {
+                let Ok((mut wheel, hash)) = self.open_shard(id.as_bytes()) else {
+                    break;
+                };
+                let _ = wheel.insert_hashed(hash, id, deadline_ms.min(latest));
+            }
+        }
+        let c = &self.shared.counters;
+        c.fired.fetch_add(overdue, Ordering::Relaxed);
+        c.inflight.fetch_add(overdue, Ordering::Relaxed);
+        overdue
+    }
+
+    /// Forgets every timer whose id matches `pred` (cluster mode: the
+    /// partitions this node stopped owning), pending or waiting for a
+    /// retry; their new owner fires them. A handler already running still
+    /// finishes. Returns how many were forgotten.
+    pub fn forget_where(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
+        let mut forgotten = 0;
+        for shard in self.shared.shards.iter() {
+            forgotten += shard.lock().remove_where(&pred).len();
+        }
+        let retries = self.shared.retries.remove_where(&pred);
+        self.shared
+            .counters
+            .inflight
+            .fetch_sub(retries as u64, Ordering::Relaxed);
+        forgotten + retries
     }
 
     fn change<T>(&self, value: T, ack: Ack) -> Change<'_, T> {
@@ -759,11 +814,11 @@ impl Engine {
         Ok((wheel, hash))
     }
 
-    fn checked(&self, id: &[u8], deadline_ms: u64) -> Result<OrderId, ScheduleError> {
+    fn checked(&self, id: impl IntoOrderId, deadline_ms: u64) -> Result<OrderId, ScheduleError> {
         if self.shared.shut_down.load(Ordering::Relaxed) {
             return Err(ScheduleError::ShutDown);
         }
-        let id = OrderId::new(id)?;
+        let id = id.into_order_id()?;
         if deadline_ms > self.now_ms().saturating_add(MAX_DELAY_MS) {
             return Err(ScheduleError::DelayTooLong);
         }

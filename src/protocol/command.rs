@@ -150,6 +150,13 @@ pub enum Command {
         /// The arguments after it, as sent.
         args: Vec<Vec<u8>>,
     },
+    /// `CLUSTER subcommand [argument ...]` (cluster mode: the lease table).
+    Cluster {
+        /// The subcommand in ASCII lowercase.
+        subcommand: Vec<u8>,
+        /// The arguments after it, as sent.
+        args: Vec<Vec<u8>>,
+    },
     /// `CLIENT subcommand [argument ...]`.
     Client {
         /// The subcommand in ASCII lowercase.
@@ -280,6 +287,11 @@ pub(super) fn parse_config(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> 
     }
 }
 
+pub(super) fn parse_cluster(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (subcommand, args) = split_subcommand("cluster", rest)?;
+    Ok(Command::Cluster { subcommand, args })
+}
+
 pub(super) fn parse_client(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
     let (subcommand, args) = split_subcommand("client", rest)?;
     Ok(Command::Client { subcommand, args })
@@ -327,20 +339,25 @@ fn check_id(id: Vec<u8>) -> Result<OrderId, CommandError> {
 /// `ADD`'s delay: a decimal integer (read like Redis reads integers) of
 /// milliseconds, or followed by one of [`DELAY_UNITS`]; `0..=MAX_DELAY_MS`.
 pub fn parse_delay(value: &[u8]) -> Result<u64, CommandError> {
+    // Bare milliseconds, the common case, in one pass; a unit only if not.
+    let ms = match parse_i64(value) {
+        Some(n) => u64::try_from(n).ok(),
+        None => delay_with_unit(value),
+    };
+    ms.filter(|&ms| ms <= MAX_DELAY_MS)
+        .ok_or_else(|| CommandError::BadDelay(value.to_vec()))
+}
+
+/// `1800s`, `30m`, ...: digits, then one of [`DELAY_UNITS`], in ms.
+fn delay_with_unit(value: &[u8]) -> Option<u64> {
     let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
     let (number, unit) = value.split_at(digits);
-    let scale = match unit {
-        [] => Some(1),
-        unit => DELAY_UNITS
-            .iter()
-            .find(|(name, _)| name.as_bytes() == unit)
-            .map(|&(_, scale)| scale),
-    };
-    scale
-        .zip(parse_i64(number).and_then(|n| u64::try_from(n).ok()))
-        .and_then(|(scale, n)| n.checked_mul(scale))
-        .filter(|&ms| ms <= MAX_DELAY_MS)
-        .ok_or_else(|| CommandError::BadDelay(value.to_vec()))
+    let scale = DELAY_UNITS
+        .iter()
+        .find(|(name, _)| name.as_bytes() == unit)
+        .map(|&(_, scale)| scale)?;
+    let n = parse_i64(number).and_then(|n| u64::try_from(n).ok())?;
+    n.checked_mul(scale)
 }
 
 /// `ADDAT`'s deadline: Unix time in milliseconds, `MIN_UNIX_MS..=MAX_UNIX_MS`.

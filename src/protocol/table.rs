@@ -189,7 +189,7 @@ impl CommandSpec {
 }
 
 /// Every command, hot ones first (lookup is a linear scan).
-pub static COMMANDS: [CommandSpec; 22] = [
+pub static COMMANDS: [CommandSpec; 23] = [
     CommandSpec {
         name: "add",
         arity: -3,
@@ -365,6 +365,16 @@ pub static COMMANDS: [CommandSpec; 22] = [
         syntax: "GET pattern [pattern ...]",
         summary: "Reads the few settings Redis clients ask for.",
         parse: command::parse_config,
+    },
+    CommandSpec {
+        name: "cluster",
+        arity: -2,
+        flags: Flags::LOADING,
+        keys: None,
+        group: Group::Server,
+        syntax: "SLOTS | SHARDS | NODES | INFO | MYID | KEYSLOT id",
+        summary: "Cluster mode: which node serves which hash slots (from the partition leases).",
+        parse: command::parse_cluster,
     },
     CommandSpec {
         name: "client",

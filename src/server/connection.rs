@@ -18,9 +18,8 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use super::hub::Subscription;
+use super::tls::Transport;
 use crate::journal::{Ack, AckStatus};
 use crate::protocol::{self, Protocol, write_error, write_integer};
 
@@ -37,6 +36,10 @@ const KEPT_CAPACITY: usize = 16 * 1024;
 
 /// Journal writes one connection may have waiting before reading pauses.
 pub const MAX_HELD: usize = 4096;
+
+/// Cluster mode: the partition moved to another node before the write
+/// reached Redis, which refused it (fencing). Clients retry `TRYAGAIN`.
+pub const FENCED: &str = "TRYAGAIN the partition moved to another node before this write was journaled; nothing was changed";
 
 /// The error a write gets when the journal gave up on it at shutdown.
 pub const JOURNAL_GAVE_UP: &str =
@@ -65,6 +68,7 @@ impl Deferred {
         let integer = |out: &mut Vec<u8>, ack, value| match status(ack) {
             AckStatus::Durable => write_integer(out, value),
             AckStatus::Waiting | AckStatus::Failed => write_error(out, JOURNAL_GAVE_UP),
+            AckStatus::Fenced => write_error(out, FENCED),
         };
         match &self.reply {
             Pending::Integer(value) => integer(out, self.ack, *value),
@@ -147,7 +151,7 @@ pub enum Drive {
 }
 
 pub struct Connection {
-    pub stream: TcpStream,
+    pub stream: Transport,
     pub session: Session,
     pub last_active: Instant,
     /// Protocol errors since the event loop last collected them.
@@ -173,7 +177,7 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, id: u64, authenticated: bool) -> Connection {
+    pub fn new(stream: Transport, id: u64, authenticated: bool) -> Connection {
         let peer = stream.peer_addr().ok().map(|addr| addr.ip());
         Connection {
             stream,
@@ -230,6 +234,11 @@ impl Connection {
         self.output.len() - self.written
     }
 
+    /// Nothing left to send: no output, and (TLS) no record waiting for the socket.
+    pub fn all_sent(&self) -> bool {
+        self.unsent() == 0 && !self.stream.pending()
+    }
+
     /// Appends bytes to send (pushes for a subscriber).
     pub fn output_mut(&mut self) -> &mut Vec<u8> {
         &mut self.output
@@ -251,7 +260,7 @@ impl Connection {
             self.release_held(&status);
             self.flush()?;
             if self.session.closing || self.eof {
-                return Ok(if self.unsent() == 0 && self.held.is_empty() {
+                return Ok(if self.all_sent() && self.held.is_empty() {
                     Drive::Close
                 } else {
                     Drive::Idle
@@ -337,6 +346,8 @@ impl Connection {
 
     /// Writes as much output as the socket takes.
     pub fn flush(&mut self) -> io::Result<()> {
+        // TLS records from an earlier turn go first (a no-op for plain TCP).
+        self.stream.flush()?;
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

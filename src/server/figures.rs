@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::Counters;
 use super::hub::Hub;
+use super::tls::Acceptor;
 use crate::engine::{Engine, Stats};
 
 /// A Prometheus metric type.
@@ -58,6 +59,10 @@ pub(crate) struct Sources<'a> {
     pub counters: &'a Counters,
     pub started: Instant,
     pub io_threads: usize,
+    /// The clients' TLS, with `--tls-cert`.
+    pub tls: Option<&'a Acceptor>,
+    /// Cluster mode: adds the `Cluster` section.
+    pub cluster: Option<&'a crate::cluster::Cluster>,
 }
 
 fn counter(name: &'static str, help: &'static str, value: u64) -> Figure {
@@ -96,7 +101,52 @@ pub(crate) fn collect(sources: &Sources<'_>) -> Vec<Section> {
         clients_section(sources),
         timers_section(sources, &stats),
         journal_section(sources.engine),
+        tls_section(sources.tls),
     ]
+    .into_iter()
+    .chain(sources.cluster.map(cluster_section))
+    .collect()
+}
+
+/// Cluster mode: the figures of [`crate::cluster::ClusterStats::figures`],
+/// and who this node is.
+fn cluster_section(cluster: &crate::cluster::Cluster) -> Section {
+    let stats = cluster.stats();
+    let mut figures: Vec<Figure> = stats
+        .figures()
+        .into_iter()
+        .map(|(name, kind, help, value)| {
+            if kind == "counter" {
+                counter(name, help, value)
+            } else {
+                gauge(name, help, value)
+            }
+        })
+        .collect();
+    figures.push(text(
+        "cluster_my_id",
+        "This node's id.",
+        cluster.me().id.clone(),
+    ));
+    figures.push(text(
+        "cluster_announce",
+        "The address other nodes redirect clients to.",
+        cluster.me().addr.clone(),
+    ));
+    figures.push(gauge(
+        "cluster_lease_ms",
+        "The partition lease (ms).",
+        stats.lease_ms,
+    ));
+    figures.push(gauge(
+        "cluster_last_takeover_unix_ms",
+        "When the last takeover happened (Unix ms; 0: never).",
+        stats.last_takeover_unix_ms,
+    ));
+    Section {
+        title: "Cluster",
+        figures,
+    }
 }
 
 fn server_section(sources: &Sources<'_>, stats: &Stats) -> Section {
@@ -321,6 +371,56 @@ fn journal_section(engine: &Engine) -> Section {
     }
 }
 
+fn tls_section(tls: Option<&Acceptor>) -> Section {
+    let state = text("tls", "TLS on the clients' port: on or off.", "off");
+    let Some(tls) = tls else {
+        return Section {
+            title: "TLS",
+            figures: vec![state],
+        };
+    };
+    let c = &tls.counters;
+    Section {
+        title: "TLS",
+        figures: vec![
+            Figure {
+                value: Value::Text("on".into()),
+                ..state
+            },
+            text(
+                "tls_client_auth",
+                "Client certificates: required or no.",
+                if tls.mutual() { "required" } else { "no" },
+            ),
+            counter(
+                "tls_handshakes_total",
+                "Client TLS handshakes completed.",
+                load(&c.handshakes),
+            ),
+            counter(
+                "tls_handshake_failures_total",
+                "Client connections closed for a failed TLS handshake.",
+                load(&c.handshake_failures),
+            ),
+            counter(
+                "tls_handshake_timeouts_total",
+                "Client connections closed for a TLS handshake not finished in time.",
+                load(&c.handshake_timeouts),
+            ),
+            counter(
+                "tls_cert_reloads_total",
+                "Certificate reloads (SIGHUP) that succeeded.",
+                load(&c.reloads),
+            ),
+            counter(
+                "tls_cert_reload_failures_total",
+                "Certificate reloads that failed and kept the previous certificate.",
+                load(&c.reload_failures),
+            ),
+        ],
+    }
+}
+
 /// `INFO` text: every section, or those named in `wanted` (case-insensitive;
 /// `all`, `everything` and `default` mean every one).
 pub(crate) fn info_text(sections: &[Section], wanted: &[Vec<u8>]) -> String {
@@ -432,12 +532,29 @@ mod tests {
             .expect("no journal to read");
         let hub = Hub::default();
         let counters = Counters::default();
+        // With TLS on, so its figures are checked too.
+        let dir = tempfile::tempdir().unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let tls = Acceptor::new(super::super::tls::TlsConfig {
+            files: crate::tls::ServerFiles {
+                cert,
+                key,
+                client_ca: None,
+            },
+            handshake_timeout: super::super::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+        })
+        .unwrap();
         let sections = collect(&Sources {
             engine: &engine,
             hub: &hub,
             counters: &counters,
             started: Instant::now(),
             io_threads: 1,
+            tls: Some(&tls),
+            cluster: None,
         });
         let info = info_text(&sections, &[]);
         let prometheus = prometheus_text(&sections);

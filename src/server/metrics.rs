@@ -6,13 +6,18 @@
 //!   connection (`Connection: close`), a read timeout per connection: a
 //!   stuck scraper delays the next scrape, never the event loop, the
 //!   ticker or a worker.
-//! - Read-only and unauthenticated: it exposes counters, never ids. Bind it
-//!   where only your Prometheus can reach it.
+//! - Read-only: it exposes counters, never ids. Bind it where only your
+//!   Prometheus can reach it, or serve it over TLS with the clients' port
+//!   certificate ([`spawn`]); with a client CA, scrapers need a
+//!   certificate from it as clients do.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crate::server::tls::Acceptor;
 
 /// How long a scraper may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,9 +25,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HEAD: usize = 8 * 1024;
 
 /// Serves `GET /metrics` on `listener` with what `metrics` returns, on a
-/// thread of its own, for as long as the process runs.
-pub fn spawn(
+/// thread of its own, for as long as the process runs; over TLS when `tls`
+/// is given (then `https://ADDR/metrics`), with the same certificate, client
+/// CA and reloads as the clients' port.
+pub(crate) fn spawn(
     listener: TcpListener,
+    tls: Option<Arc<Acceptor>>,
     metrics: impl Fn() -> String + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -31,7 +39,11 @@ pub fn spawn(
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
-                        if let Err(error) = answer(stream, &metrics) {
+                        let result = match &tls {
+                            None => answer_plain(stream, &metrics),
+                            Some(tls) => answer_tls(stream, tls, &metrics),
+                        };
+                        if let Err(error) = result {
                             tracing::debug!(%error, "metrics request failed");
                         }
                     }
@@ -44,13 +56,28 @@ pub fn spawn(
         })
 }
 
-/// Reads one request head and answers it; the connection is then closed.
-fn answer(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
+fn answer_plain(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    let mut writer = stream.try_clone()?;
+    answer(stream, metrics)
+}
+
+/// The handshake shares the request's read timeout, so a silent client
+/// holds the thread no longer than a slow plain one.
+fn answer_tls(stream: TcpStream, tls: &Acceptor, metrics: &impl Fn() -> String) -> io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+    let connection = rustls::ServerConnection::new(tls.config()).map_err(io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(connection, stream);
+    answer(&mut stream, metrics)?;
+    stream.conn.send_close_notify();
+    stream.flush()
+}
+
+/// Reads one request head and answers it; the connection is then closed.
+fn answer(mut stream: impl Read + Write, metrics: &impl Fn() -> String) -> io::Result<()> {
     // Never more than MAX_HEAD + 1 bytes, however long a line is sent.
-    let mut reader = BufReader::new(io::Read::take(stream, MAX_HEAD as u64 + 1));
+    let mut reader = BufReader::new(Read::take(&mut stream, MAX_HEAD as u64 + 1));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut head = request_line.len();
@@ -62,6 +89,7 @@ fn answer(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
             break;
         }
     }
+    drop(reader);
     let mut parts = request_line.split_whitespace();
     let (status, body) = match (parts.next(), parts.next().map(|p| p.split('?').next())) {
         _ if head > MAX_HEAD => ("400 Bad Request", "request head too long\n".to_owned()),
@@ -75,11 +103,11 @@ fn answer(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
         "text/plain; charset=utf-8"
     };
     write!(
-        writer,
+        stream,
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    writer.flush()
+    stream.flush()
 }
 
 #[cfg(test)]
@@ -90,7 +118,7 @@ mod tests {
     fn serves_get_metrics_and_refuses_the_rest() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        spawn(listener, || "timewheel_pending 0\n".to_owned()).unwrap();
+        spawn(listener, None, || "timewheel_pending 0\n".to_owned()).unwrap();
         let get = |request: &str| {
             use std::io::Read;
             let mut stream = TcpStream::connect(addr).unwrap();

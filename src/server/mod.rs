@@ -6,6 +6,7 @@
 //!                            └─ each I/O thread: own Poll, own connections
 //!  engine workers ─► Hub ─► subscriber queues ─► waker ─► owning I/O thread
 //!  metrics thread (optional, `metrics.rs`): blocking `GET /metrics`
+//!  with TLS (optional, `tls.rs`): every socket wrapped in a rustls session
 //! ```
 //!
 //! Ground rules:
@@ -27,6 +28,7 @@ mod figures;
 mod hub;
 mod metrics;
 pub mod serve;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -43,7 +45,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::engine::Engine;
 use connection::{Connection, Drive};
 use hub::Hub;
-pub use serve::{Delivery, ServeConfig, ServeError, serve, shutdown_on_signals};
+pub use serve::{Delivery, ServeConfig, ServeError, reload_on_sighup, serve, shutdown_on_signals};
+use tls::Transport;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -66,6 +69,10 @@ pub struct Config {
     pub max_subscriber_backlog: usize,
     /// Password clients must `AUTH` with; `None`: no authentication.
     pub requirepass: Option<String>,
+    /// TLS on the listening port (`--tls-cert`); `None`: plain TCP.
+    pub tls: Option<Arc<tls::Acceptor>>,
+    /// Cluster mode: ids of partitions served elsewhere are redirected.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Default for Config {
@@ -76,6 +83,8 @@ impl Default for Config {
             idle_timeout: None,
             max_subscriber_backlog: 16 * 1024 * 1024,
             requirepass: None,
+            tls: None,
+            cluster: None,
         }
     }
 }
@@ -342,11 +351,14 @@ impl IoLoop {
                         counters
                             .rejected_connections
                             .fetch_add(1, Ordering::Relaxed);
-                        // Best effort: the socket buffer of a fresh connection has room.
-                        let _ = io::Write::write(
-                            &mut stream,
-                            b"-ERR max number of clients reached\r\n",
-                        );
+                        // Best effort: the socket buffer of a fresh connection has
+                        // room. A TLS client would only see garbage: just close.
+                        if self.shared.config.tls.is_none() {
+                            let _ = io::Write::write(
+                                &mut stream,
+                                b"-ERR max number of clients reached\r\n",
+                            );
+                        }
                         continue;
                     }
                     counters.total_connections.fetch_add(1, Ordering::Relaxed);
@@ -368,10 +380,24 @@ impl IoLoop {
     }
 
     fn adopt_new_connections(&mut self) -> io::Result<()> {
-        while let Ok(mut stream) = self.new_rx.try_recv() {
+        while let Ok(stream) = self.new_rx.try_recv() {
+            let _ = stream.set_nodelay(true);
+            let mut stream = match &self.shared.config.tls {
+                None => Transport::Plain(stream),
+                Some(acceptor) => match acceptor.accept(stream) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "TLS session could not be set up; connection closed");
+                        self.shared
+                            .counters
+                            .connected_clients
+                            .fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    }
+                },
+            };
             let token = Token(self.next_token);
             self.next_token += 1;
-            let _ = stream.set_nodelay(true);
             self.poll.registry().register(
                 &mut stream,
                 token,
@@ -459,6 +485,14 @@ impl IoLoop {
                 .protocol_errors
                 .fetch_add(protocol_errors, Ordering::Relaxed);
         }
+        if let Some(acceptor) = &self.shared.config.tls {
+            if conn.stream.take_handshake_done() {
+                acceptor.counters.handshakes.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(error) = conn.stream.handshake_failure() {
+                acceptor.note_failure(conn.session.id, Some(error));
+            }
+        }
         match outcome {
             Ok(Drive::Idle) => {}
             Ok(Drive::More) => self.ready.push(token),
@@ -471,6 +505,7 @@ impl IoLoop {
             if let Some(sub) = conn.session.subscription.take() {
                 self.shared.hub.unsubscribe(&sub);
             }
+            conn.stream.close_notify();
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.shared
                 .counters
@@ -480,6 +515,19 @@ impl IoLoop {
     }
 
     fn close_idle(&mut self) {
+        if let Some(acceptor) = self.shared.config.tls.clone() {
+            let timeout = acceptor.handshake_timeout();
+            let slow: Vec<(Token, u64)> = self
+                .connections
+                .iter()
+                .filter(|(_, c)| c.stream.handshake_expired(timeout))
+                .map(|(t, c)| (*t, c.session.id))
+                .collect();
+            for (token, client) in slow {
+                acceptor.note_failure(client, None);
+                self.close(token);
+            }
+        }
         let Some(timeout) = self.shared.config.idle_timeout else {
             return;
         };
@@ -518,7 +566,7 @@ impl IoLoop {
                 && self
                     .connections
                     .values()
-                    .all(|c| c.unsent() == 0 && c.held() == 0);
+                    .all(|c| c.all_sent() && c.held() == 0);
             quiet_rounds = if quiet { quiet_rounds + 1 } else { 0 };
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -532,7 +580,7 @@ impl IoLoop {
                 self.drive(token, scratch);
             }
             let held = self.connections.values().any(|c| c.held() > 0);
-            let unsent = self.connections.values().any(|c| c.unsent() > 0);
+            let unsent = self.connections.values().any(|c| !c.all_sent());
             if self.shared.engine_closed.load(Ordering::SeqCst) {
                 let until = *send_until.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
                 if !(held || unsent) || Instant::now() >= until {

@@ -10,10 +10,15 @@
 //!
 //! Ground rules:
 //! - Nothing listens before the engine is built, so with a journal the
-//!   wheel is rebuilt before the first client can connect.
-//! - A non-loopback address without a password is refused unless the
-//!   operator said `unsafe_no_auth`: anyone who reaches the port could
-//!   cancel every pending order.
+//!   wheel is rebuilt before the first client can connect. Cluster mode
+//!   binds first (the bound address is what it announces); its partitions
+//!   are loaded one by one after start, and their ids are answered
+//!   `-TRYAGAIN` / `-CLUSTERDOWN` until then.
+//! - A non-loopback address without a password or client certificates
+//!   (mutual TLS) is refused unless the operator said `unsafe_no_auth`:
+//!   anyone who reaches the port could cancel every pending order.
+//! - With TLS, the clients' port and `/metrics` share one [`Acceptor`]:
+//!   one certificate, one client CA, one reload.
 //! - A journal without a reliable sink (stream or webhook) is refused
 //!   unless the operator said `best_effort_delivery`: a fired order would
 //!   leave the journal once pushed to whoever is subscribed, which at a
@@ -27,11 +32,14 @@ use crossbeam_channel::Receiver;
 
 use super::figures::{self, Sources};
 use super::hub::Hub;
+use super::tls::{Acceptor, TlsConfig};
 use super::{Config, Counters, metrics};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::engine::{DEFAULT_TICK, Engine};
 use crate::handler::{Fired, Handler, HandlerResult, RetryPolicy};
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::sink::{WebhookConfig, WebhookError, WebhookSink};
+use crate::tls::TlsError;
 
 /// Address `serve` listens on by default.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7379";
@@ -46,8 +54,13 @@ pub struct ServeConfig {
     /// `host:port` to listen on; a host name is resolved, port 0 picks a
     /// free port.
     pub bind: String,
-    /// Event loop settings.
+    /// Event loop settings (its `tls` is set by `serve` from [`ServeConfig::tls`]).
     pub server: Config,
+    /// Serve `bind` (and `/metrics`) over TLS only; `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// Each message reloads the TLS certificate files
+    /// ([`reload_on_sighup`]); `None`: never.
+    pub reload: Option<Receiver<()>>,
     /// Timers fire within one tick after their deadline.
     pub tick: Duration,
     /// Worker threads; `None`: [`WEBHOOK_WORKERS`] with a webhook, else the
@@ -63,8 +76,34 @@ pub struct ServeConfig {
     pub metrics_bind: Option<SocketAddr>,
     /// Allow a non-loopback `bind` without a password.
     pub unsafe_no_auth: bool,
+    /// Cluster mode (needs `journal`; its URL, key prefix and stream are
+    /// the cluster's).
+    pub cluster: Option<ClusterSettings>,
     /// Allow a journal whose fired orders only go to subscribers.
     pub best_effort_delivery: bool,
+}
+
+/// How a node takes part in a cluster (`--cluster`).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// `host:port` other nodes redirect clients to; `None`: the bound
+    /// address.
+    pub announce: Option<String>,
+    /// Partitions; must match the cluster's.
+    pub partitions: u32,
+    /// Partition lease.
+    pub lease: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> ClusterSettings {
+        let defaults = ClusterConfig::new("", "");
+        ClusterSettings {
+            announce: None,
+            partitions: defaults.partitions,
+            lease: defaults.lease,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -72,6 +111,8 @@ impl Default for ServeConfig {
         ServeConfig {
             bind: DEFAULT_BIND.into(),
             server: Config::default(),
+            tls: None,
+            reload: None,
             tick: DEFAULT_TICK,
             workers: None,
             retry: RetryPolicy::default(),
@@ -79,6 +120,7 @@ impl Default for ServeConfig {
             webhook: None,
             metrics_bind: None,
             unsafe_no_auth: false,
+            cluster: None,
             best_effort_delivery: false,
         }
     }
@@ -108,8 +150,12 @@ pub enum ServeError {
     Journal(JournalError),
     /// The webhook URL is not usable.
     Webhook(WebhookError),
+    /// The TLS certificate or key could not be used.
+    Tls(TlsError),
     /// The event loop failed.
     Io(std::io::Error),
+    /// Cluster mode could not start.
+    Cluster(ClusterError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -118,8 +164,9 @@ impl std::fmt::Display for ServeError {
             ServeError::NoPassword { bind } => write!(
                 f,
                 "refusing to listen on {bind} without a password: anyone who can reach it could \
-                 cancel every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), bind to \
-                 127.0.0.1, or pass --unsafe-no-auth if a firewall already keeps strangers out"
+                 cancel every pending order. Set TIMEWHEEL_PASSWORD (or --requirepass), require \
+                 client certificates (--tls-ca-cert), bind to 127.0.0.1, or pass --unsafe-no-auth \
+                 if a firewall already keeps strangers out"
             ),
             ServeError::NoReliableSink => f.write_str(
                 "refusing to start with --redis but no reliable sink: a fired order would only be \
@@ -131,7 +178,9 @@ impl std::fmt::Display for ServeError {
             ServeError::Bind { flag, addr, error } => write!(f, "{flag} {addr}: {error}"),
             ServeError::Journal(error) => error.fmt(f),
             ServeError::Webhook(error) => error.fmt(f),
+            ServeError::Tls(error) => write!(f, "--tls-cert: {error}"),
             ServeError::Io(error) => write!(f, "server failed: {error}"),
+            ServeError::Cluster(error) => error.fmt(f),
         }
     }
 }
@@ -140,36 +189,131 @@ impl std::error::Error for ServeError {}
 
 /// Runs the server until `shutdown` fires or is dropped; pending timers
 /// stay in the journal (or, without one, are dropped with a warning).
-pub fn serve(config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeError> {
+pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), ServeError> {
     let bind = resolve("--bind", &config.bind)?;
-    if !bind.ip().is_loopback() && config.server.requirepass.is_none() && !config.unsafe_no_auth {
+    let mutual_tls = config
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.files.client_ca.is_some());
+    let authenticated = config.server.requirepass.is_some() || mutual_tls;
+    if !bind.ip().is_loopback() && !authenticated && !config.unsafe_no_auth {
         return Err(ServeError::NoPassword { bind });
     }
     tracing::info!("fired orders go {}", where_fired_orders_go(&config)?);
+    let tls = match config.tls.clone() {
+        Some(tls) => Some(Arc::new(Acceptor::new(tls).map_err(ServeError::Tls)?)),
+        None => {
+            if !bind.ip().is_loopback() {
+                tracing::warn!(
+                    "no --tls-cert: passwords and order ids cross the network to {bind} unencrypted"
+                );
+            }
+            None
+        }
+    };
+    if let Some(reload) = config.reload.take() {
+        reload_tls_on(reload, tls.clone())?;
+    }
+    config.server.tls = tls.clone();
     let hub = Arc::new(Hub::default());
     let counters = Arc::new(Counters::default());
-    let engine = build_engine(&config, hub.clone())?;
+    let bind_listener = || {
+        super::bind(bind).map_err(|error| ServeError::Bind {
+            flag: "--bind",
+            addr: config.bind.clone(),
+            error,
+        })
+    };
+    let (early, cluster) = match &config.cluster {
+        Some(settings) => {
+            let listener = bind_listener()?;
+            let local = listener.local_addr().map_err(ServeError::Io)?;
+            let cluster = join_cluster(&config, settings, local)?;
+            (Some(listener), Some(cluster))
+        }
+        None => (None, None),
+    };
+    let engine = build_engine(&config, hub.clone(), cluster.as_ref())?;
+    if let Some(cluster) = &cluster {
+        cluster.start(engine.clone());
+    }
     if let Some(addr) = config.metrics_bind {
         let (engine, hub, counters) = (engine.clone(), hub.clone(), counters.clone());
+        let cluster = cluster.clone();
         let (started, io_threads) = (Instant::now(), config.server.io_threads);
-        serve_metrics(addr, move || {
+        let acceptor = tls.clone();
+        serve_metrics(addr, tls.clone(), move || {
             figures::prometheus_text(&figures::collect(&Sources {
                 engine: &engine,
                 hub: &hub,
                 counters: &counters,
                 started,
                 io_threads,
+                tls: acceptor.as_deref(),
+                cluster: cluster.as_ref(),
             }))
         })?;
     }
-    let listener = super::bind(bind).map_err(|error| ServeError::Bind {
-        flag: "--bind",
-        addr: config.bind.clone(),
-        error,
-    })?;
+    let listener = match early {
+        Some(listener) => listener,
+        None => bind_listener()?,
+    };
     let local = listener.local_addr().map_err(ServeError::Io)?;
+    if let Some(acceptor) = &tls {
+        let client_certificates = if acceptor.mutual() {
+            "required"
+        } else {
+            "not asked"
+        };
+        tracing::info!(
+            client_certificates,
+            "TLS on; SIGHUP reloads the certificate files"
+        );
+    }
     tracing::info!("listening on {local}");
-    super::run(listener, engine, hub, counters, config.server, shutdown).map_err(ServeError::Io)
+    let server = Config {
+        cluster: cluster.clone(),
+        ..config.server
+    };
+    let result =
+        super::run(listener, engine, hub, counters, server, shutdown).map_err(ServeError::Io);
+    // The engine has shut down (its last removals flushed): hand the
+    // partitions over at once instead of letting the leases run out.
+    if let Some(cluster) = cluster {
+        cluster.shutdown();
+    }
+    result
+}
+
+/// Checks the cluster settings against Redis (see [`Cluster::prepare`]).
+fn join_cluster(
+    config: &ServeConfig,
+    settings: &ClusterSettings,
+    local: SocketAddr,
+) -> Result<Cluster, ServeError> {
+    let Some(journal) = &config.journal else {
+        return Err(ServeError::Cluster(ClusterError::Redis(
+            "cluster mode needs --redis: the leases and the journal live there".into(),
+        )));
+    };
+    let announce = match &settings.announce {
+        Some(announce) => announce.clone(),
+        None if local.ip().is_unspecified() => {
+            return Err(ServeError::Cluster(ClusterError::BadAnnounce(format!(
+                "{local} (bound to every interface: pass --announce HOST:PORT)"
+            ))));
+        }
+        None => local.to_string(),
+    };
+    Cluster::prepare(ClusterConfig {
+        partitions: settings.partitions,
+        lease: settings.lease,
+        key_prefix: journal.key_prefix.clone(),
+        stream: journal.stream.clone(),
+        connect_timeout: journal.connect_timeout,
+        ..ClusterConfig::new(journal.url.clone(), announce)
+    })
+    .map_err(ServeError::Cluster)
 }
 
 /// A channel that closes on the first SIGINT or SIGTERM: the `shutdown`
@@ -189,6 +333,41 @@ pub fn shutdown_on_signals() -> std::io::Result<Receiver<()>> {
             }
         })?;
     Ok(shutdown_rx)
+}
+
+/// A channel that gets a message on every SIGHUP: the
+/// [`ServeConfig::reload`] of a process.
+pub fn reload_on_sighup() -> std::io::Result<Receiver<()>> {
+    let (reload_tx, reload_rx) = crossbeam_channel::unbounded::<()>();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("timewheel-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if reload_tx.send(()).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(reload_rx)
+}
+
+/// Reloads `tls` on every message of `reload`, on a thread of its own
+/// (reading files must not stall an event loop).
+fn reload_tls_on(reload: Receiver<()>, tls: Option<Arc<Acceptor>>) -> Result<(), ServeError> {
+    std::thread::Builder::new()
+        .name("timewheel-reload".into())
+        .spawn(move || {
+            for () in reload {
+                match &tls {
+                    // Logs its outcome; a failure keeps the old certificate.
+                    Some(acceptor) => drop(acceptor.reload()),
+                    None => tracing::info!("reload asked: nothing to reload (no TLS)"),
+                }
+            }
+        })
+        .map(drop)
+        .map_err(ServeError::Io)
 }
 
 /// Where fired orders go, as the start-up log line says it; refuses a
@@ -225,7 +404,11 @@ fn resolve(flag: &'static str, addr: &str) -> Result<SocketAddr, ServeError> {
         .ok_or_else(|| bind_error(std::io::Error::other("resolves to no address")))
 }
 
-fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeError> {
+fn build_engine(
+    config: &ServeConfig,
+    hub: Arc<Hub>,
+    cluster: Option<&Cluster>,
+) -> Result<Engine, ServeError> {
     let workers = match (config.workers, &config.webhook) {
         (Some(workers), _) => Some(workers.max(1)),
         (None, Some(_)) => Some(WEBHOOK_WORKERS),
@@ -234,12 +417,27 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
     let sink = match &config.webhook {
         Some(webhook) => {
             let connections = workers.unwrap_or(WEBHOOK_WORKERS);
-            let sink = WebhookSink::new(WebhookConfig {
+            if let Some(host) = crate::tls::plaintext_to_another_host(&webhook.url, "http") {
+                tracing::warn!(
+                    host,
+                    "the webhook URL is http:// to another host: close-order calls cross the \
+                     network unencrypted; use https://"
+                );
+            }
+            let mut sink = WebhookSink::new(WebhookConfig {
                 connections,
                 ..webhook.clone()
             })
             .map_err(ServeError::Webhook)?;
-            tracing::info!(url = %sink.url(), workers = connections, "closing orders through the webhook");
+            if let Some(cluster) = cluster {
+                sink = sink.with_epochs(cluster.ownership());
+            }
+            tracing::info!(
+                url = %sink.url(),
+                workers = connections,
+                signed = webhook.signer.is_some(),
+                "closing orders through the webhook"
+            );
             Some(sink)
         }
         None => None,
@@ -250,7 +448,18 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
     }
     match &config.journal {
         Some(journal) => {
-            let journal = Journal::connect(journal.clone()).map_err(ServeError::Journal)?;
+            if let Some(host) = crate::tls::plaintext_to_another_host(&journal.url, "redis") {
+                tracing::warn!(
+                    host,
+                    "the journal URL is redis:// to another host: order ids and the password \
+                     cross the network unencrypted; use rediss://"
+                );
+            }
+            let journal = match cluster {
+                Some(cluster) => Journal::connect_cluster(journal.clone(), cluster.ownership()),
+                None => Journal::connect(journal.clone()),
+            }
+            .map_err(ServeError::Journal)?;
             builder = builder.journal(journal);
         }
         None => {
@@ -264,6 +473,7 @@ fn build_engine(config: &ServeConfig, hub: Arc<Hub>) -> Result<Engine, ServeErro
 
 fn serve_metrics(
     addr: SocketAddr,
+    tls: Option<Arc<Acceptor>>,
     metrics: impl Fn() -> String + Send + 'static,
 ) -> Result<(), ServeError> {
     let bind_error = |error| ServeError::Bind {
@@ -273,8 +483,9 @@ fn serve_metrics(
     };
     let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
     let local = listener.local_addr().map_err(ServeError::Io)?;
-    metrics::spawn(listener, metrics).map_err(ServeError::Io)?;
-    tracing::info!("metrics on http://{local}/metrics");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    metrics::spawn(listener, tls, metrics).map_err(ServeError::Io)?;
+    tracing::info!("metrics on {scheme}://{local}/metrics");
     Ok(())
 }
 

@@ -351,6 +351,29 @@ impl Wheel {
         out
     }
 
+    /// Takes out every pending timer whose id matches `pred` (a partition
+    /// this node stopped owning) and returns them; they do not count as
+    /// removed by [`Wheel::remove`]: nobody cancelled them.
+    pub fn remove_where(&mut self, mut pred: impl FnMut(&[u8]) -> bool) -> Vec<Expired> {
+        let entries = &self.entries;
+        let ids: Vec<OrderId> = self
+            .index
+            .iter()
+            .map(|&h| entries.id(h))
+            .filter(|id| pred(id.as_bytes()))
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(handle) = self.take(self.hash(id.as_bytes()), id.as_bytes()) {
+                self.removed -= 1;
+                out.push(self.free(handle));
+            }
+        }
+        // `due_hint` stays a lower bound: nothing became due earlier.
+        out
+    }
+
     /// Approximate heap bytes held, for memory accounting (ids longer than
     /// the inline capacity add their own allocation).
     pub fn heap_bytes(&self) -> usize {

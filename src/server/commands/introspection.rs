@@ -64,6 +64,8 @@ pub(super) fn info(shared: &Shared, wanted: &[Vec<u8>], out: &mut Vec<u8>) {
         counters: &shared.counters,
         started: shared.started,
         io_threads: shared.config.io_threads,
+        tls: shared.config.tls.as_deref(),
+        cluster: shared.config.cluster.as_ref(),
     });
     write_bulk(out, figures::info_text(&sections, wanted).as_bytes());
 }

@@ -13,13 +13,17 @@
 //!   runs only those flagged `SUBSCRIBED`; a RESP3 one runs anything, as in
 //!   Redis 7.
 //!
+//! - Cluster mode: a command whose key (by the command table) belongs to a
+//!   partition this node does not serve is answered `-MOVED`, `-TRYAGAIN`
+//!   or `-CLUSTERDOWN` before it is run or queued ([`cluster::route`]).
 //! - Between `MULTI` and `EXEC`, requests are checked and queued, not run
 //!   (see [`transactions`]).
 //!
 //! One module per area: [`timers`], [`pubsub`], [`connection`],
-//! [`introspection`], [`transactions`]; this one checks the gates and
-//! dispatches.
+//! [`introspection`], [`transactions`], [`cluster`]; this one checks the
+//! gates and dispatches.
 
+mod cluster;
 mod connection;
 mod introspection;
 mod pubsub;
@@ -71,6 +75,16 @@ pub fn execute(
         );
         return None;
     }
+    if let Some(cluster) = &shared.config.cluster
+        && let Some(spec) = spec
+        && !cluster::route(cluster, spec, request.args(), out)
+    {
+        // As any error while queueing: EXEC then answers -EXECABORT.
+        if let Some(transaction) = session.transaction.as_mut() {
+            transaction.aborted = true;
+        }
+        return None;
+    }
     if session.transaction.is_some() && !transactions::runs_now(spec) {
         transactions::queue(session, spec, request, out);
         return None;
@@ -118,6 +132,9 @@ fn dispatch(
             setname,
         } => connection::hello(shared, io, session, protocol, auth, setname, out),
         Command::Auth(credentials) => connection::auth(shared, session, credentials, out),
+        Command::Cluster { subcommand, args } => {
+            cluster::cluster(shared, session.protocol, &subcommand, &args, out)
+        }
         Command::Client { subcommand, args } => {
             connection::client(session, &subcommand, &args, out)
         }

@@ -60,7 +60,7 @@ pub(super) fn schedule(
                 deadline.saturating_sub(shared.engine.now_ms()) / (24 * 60 * 60 * 1000)
             ),
         ),
-        Err(error) => write_schedule_error(out, error),
+        Err(error) => write_schedule_error(shared, out, error),
     }
     None
 }
@@ -74,7 +74,7 @@ pub(super) fn cancel(shared: &Shared, out: &mut Vec<u8>, id: &OrderId) -> Option
             None
         }
         Err(error) => {
-            write_schedule_error(out, error);
+            write_schedule_error(shared, out, error);
             None
         }
     }
@@ -113,8 +113,12 @@ fn reply_when_durable(
     }
 }
 
-fn write_schedule_error(out: &mut Vec<u8>, error: ScheduleError) {
+fn write_schedule_error(shared: &Shared, out: &mut Vec<u8>, error: ScheduleError) {
     match error {
+        // The partition stopped being served between routing and the write.
+        ScheduleError::JournalUnavailable if shared.config.cluster.is_some() => {
+            write_error(out, super::cluster::MOVING)
+        }
         ScheduleError::JournalUnavailable => write_error(out, JOURNAL_UNAVAILABLE),
         ScheduleError::ShutDown => write_error(out, "ERR server is shutting down"),
         ScheduleError::DelayTooLong => write_error(
