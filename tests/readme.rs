@@ -238,7 +238,7 @@ fn the_cluster_block_runs_as_written() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the nodes");
-    let _stop = KillGroup(nodes.id());
+    let _stop = KillGroup(nodes);
     let query = subst.apply(&query);
     let mut last = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -257,14 +257,15 @@ fn the_cluster_block_runs_as_written() {
     assert!(format!("{keys:?}").contains(":due"), "{keys:?}");
 }
 
-/// Kills a process group when the test ends.
-struct KillGroup(u32);
+/// Kills a process group (led by the child) when the test ends.
+struct KillGroup(std::process::Child);
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-9", "--", &format!("-{}", self.0)])
+            .args(["-9", "--", &format!("-{}", self.0.id())])
             .status();
+        let _ = self.0.wait();
     }
 }
 
