@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+# python3 benches/compare/run.py [--quick] [--only SUBSTRING] [--orders N] [--no-million]
+"""Runs the same orders through every way of closing unpaid orders and writes
+docs/comparison.md with its plots in docs/img/.
+
+For each approach (approaches.py) and scenario (SCENARIOS below), one run:
+  1. start the approach's private servers and its closer (closers.py);
+  2. the driver creates and pays orders on the plan's schedule (workload.py), retrying what
+     fails while a server is down;
+  3. an event thread stops the closer or kills the timers' holder if the scenario says so;
+  4. wait until every unpaid order is closed or the scenario's time limit passes;
+  5. tally (workload.tally raises if the bookkeeping does not add up) and sample CPU/memory.
+Needs: redis-server, PostgreSQL on 127.0.0.1:5432 (trust auth), rabbitmq-server (a private
+node is started), `cargo build --release`. Installs requirements.txt into target/compare-venv.
+"""
+
+import os
+import subprocess
+import sys
+import venv
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+VENV = os.path.join(ROOT, "target", "compare-venv")
+
+
+def ensure_packages():
+    """Re-run this script in a venv with the pinned packages (created on first use)."""
+    try:
+        import matplotlib, pika, psycopg, redis  # noqa: F401,E401
+        return
+    except ImportError:
+        pass
+    python = os.path.join(VENV, "bin", "python")
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        sys.exit("the venv is missing a package; delete target/compare-venv and run again")
+    if not os.path.exists(python):
+        venv.create(VENV, with_pip=True)
+    subprocess.check_call([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                           "-r", os.path.join(HERE, "requirements.txt")])
+    os.execv(python, [python, *sys.argv])
+
+
+ensure_packages()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import psycopg  # noqa: E402
+
+import approaches  # noqa: E402
+import report  # noqa: E402
+import workload  # noqa: E402
+
+CLOSERS = os.path.join(HERE, "closers.py")
+
+
+def scenarios(quick, orders):
+    """(name, plan factory, limit_s after the last deadline). Full size follows the issue;
+    --quick shrinks orders and time so that the whole run takes under 3 minutes."""
+    if quick:
+        n = orders or 2000
+        short = dict(n=n, duration_s=4, window_min_s=1, window_max_s=4, paid_fraction=0.8)
+        return [
+            ("steady", lambda a: workload.plan_steady(**short, seed=1), 5),
+            ("flash sale", lambda a: workload.plan_flash(n * 2, lead_s(a, n * 2), seed=2), 30),
+            ("consumer outage", lambda a: workload.plan_steady(
+                **short, seed=3, event=("outage", 3, 3)), 8),
+            ("timer service crash", lambda a: workload.plan_steady(
+                **short, seed=4, event=("crash", 3, 2)), 8),
+        ]
+    n = orders or 100_000
+    # The event scenarios use a shorter window range (5-15 s over 30 s) so that the outage and
+    # the crash fall in the middle of a dense stream of deadlines.
+    short = dict(n=n, duration_s=30, window_min_s=5, window_max_s=15, paid_fraction=0.8)
+    return [
+        ("steady", lambda a: workload.plan_steady(n, 60, 5, 65, 0.8, seed=1), 20),
+        ("flash sale", lambda a: workload.plan_flash(n, lead_s(a, n), seed=2), 600),
+        ("consumer outage", lambda a: workload.plan_steady(
+            **short, seed=3, event=("outage", 15, 10)), 20),
+        ("timer service crash", lambda a: workload.plan_steady(
+            **short, seed=4, event=("crash", 15, 5)), 20),
+    ]
+
+
+def lead_s(approach, n):
+    """Flash sale: time to create every order before the first falls due, from a conservative
+    guess of the driver's creation rate for the approach (the report flags an overrun)."""
+    return 3 + n / approach.create_rate
+
+
+class Context:
+    """What all runs share: a temp dir, the private PostgreSQL database, the RabbitMQ node."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="twcompare-")
+        self.dbname = f"twcompare_{os.getpid()}"
+        admin = "host=127.0.0.1 user=postgres dbname=postgres"
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f"CREATE DATABASE {self.dbname}")
+        self.dsn = f"host=127.0.0.1 user=postgres dbname={self.dbname}"
+        self.node = None
+
+    def rabbit(self):
+        if self.node is None:
+            self.node = approaches.RabbitNode(self.tmp)
+        return self.node
+
+    def close(self):
+        if self.node:
+            self.node.stop()
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres",
+                             autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {self.dbname} WITH (FORCE)")
+        subprocess.call(["rm", "-rf", self.tmp])
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_sample(pid):
+    """(cpu seconds, start time in ticks since boot, VmHWM kB, VmRSS kB) or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/status") as f:
+            mem = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f)
+                   if k in ("VmHWM", "VmRSS")}
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return ((int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[19]),
+            mem.get("VmHWM", 0), mem.get("VmRSS", 0))
+
+
+class Sampler(threading.Thread):
+    """Samples the approach's processes every 0.25 s. A process started during the run counts
+    from zero CPU and its VmHWM; one that was already running (the RabbitMQ node) counts from
+    its first sample and its VmRSS. Peak memory: the largest sum over one sample."""
+
+    def __init__(self, pids):
+        super().__init__(daemon=True)
+        self.pids = pids  # callable -> current pids
+        with open("/proc/uptime") as f:
+            self.since = float(f.read().split()[0]) * CLK_TCK - CLK_TCK
+        self.first, self.last, self.peak_kb = {}, {}, 0
+        self.done = threading.Event()
+
+    def sample(self):
+        total = 0
+        for pid in set(self.pids()):
+            s = proc_sample(pid)
+            if s is None:
+                continue
+            cpu, start, hwm, rss = s
+            fresh = start >= self.since
+            self.first.setdefault(pid, 0.0 if fresh else cpu)
+            self.last[pid] = cpu
+            total += hwm if fresh else rss
+        self.peak_kb = max(self.peak_kb, total)
+
+    def run(self):
+        while not self.done.wait(0.25):
+            self.sample()
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        self.sample()
+        return sum(self.last[p] - self.first[p] for p in self.last), self.peak_kb / 1024
+
+
+class Closer:
+    """The closer process of one approach (closers.py), and the records it writes."""
+
+    def __init__(self, approach, tmp):
+        self.approach, self.log = approach, open(os.path.join(tmp, "closer.log"), "a")
+        self.closes, self.closed_ids, self.backends = [], set(), set()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, CLOSERS, self.approach.closer_kind,
+             json.dumps(self.approach.closer_conf())],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        threading.Thread(target=self.read, args=(self.proc.stdout,), daemon=True).start()
+        return self
+
+    def read(self, out):
+        for line in out:
+            tag, oid, t = line.split()
+            if tag == "B":
+                self.backends.add(int(oid))
+            else:
+                self.closes.append((int(oid), float(t)))
+                self.closed_ids.add(int(oid))
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        self.kill()
+        self.log.close()
+
+
+def drive(approach, plan, t0, deadline, paid, created, stats):
+    """Create and pay on the plan's schedule, in batches; whatever fails (a server is down) is
+    retried every 100 ms until it succeeds. A payment waits for its order's creation."""
+    events = sorted([(plan.create_at[i], 0, i) for i in range(plan.n)]
+                    + [(p, 1, i) for i, p in enumerate(plan.pay_at) if p is not None])
+    to_create, to_pay, k = [], [], 0
+    while k < len(events) or to_create or to_pay:
+        now = time.time() - t0
+        while k < len(events) and events[k][0] <= now:
+            _t, kind, i = events[k]
+            if kind == 0:
+                to_create.append((i, deadline[i]))
+            else:
+                to_pay.append(i)
+            stats["lag"] = max(stats["lag"], now - events[k][0])
+            k += 1
+        try:
+            while to_create:
+                batch = to_create[:1000]
+                approach.create(batch)
+                created.update(i for i, _ in batch)
+                del to_create[:1000]
+            ready = [i for i in to_pay if i in created]
+            if ready:
+                paid.update(approach.pay(ready))
+                to_pay = [i for i in to_pay if i not in created]
+        except Exception as e:  # noqa: BLE001 - the server is down: retry the same batch
+            stats["errors"] += 1
+            stats["last_error"] = f"{type(e).__name__}: {e}"[:200]
+            time.sleep(0.1)
+            try:
+                approach.reconnect()
+            except Exception:  # noqa: BLE001
+                pass
+            continue
+        if k < len(events):
+            time.sleep(max(0.0, min(0.01, events[k][0] - (time.time() - t0))))
+        elif to_pay:
+            time.sleep(0.01)
+    stats["created_done"] = time.time() - t0
+
+
+def run_one(approach, name, plan, limit_s, ctx):
+    """One approach through one scenario; returns its Tally and the raw numbers for plots."""
+    approach.start(ctx)
+    closer = Closer(approach, ctx.tmp).start()
+    sampler = Sampler(lambda: approach.measured() + list(closer.backends)
+                      + ([closer.proc.pid] if approach.poller_is_closer else []))
+    sampler.start()
+    time.sleep(0.5)  # the closer connects and subscribes
+    t0 = time.time()
+    deadline = {i: t0 + c + w for i, (c, w) in enumerate(zip(plan.create_at, plan.window))}
+    paid, created = set(), set()
+    stats = {"lag": 0.0, "errors": 0, "last_error": None}
+    event = threading.Thread(target=run_event, args=(approach, closer, plan.event, t0),
+                             daemon=True)
+    event.start()
+    drive(approach, plan, t0, deadline, paid, created, stats)
+    event.join()
+    unpaid = set(deadline) - paid
+    stop_at = max(deadline.values()) + limit_s
+    while time.time() < stop_at:
+        if unpaid <= closer.closed_ids:
+            time.sleep(1.0)  # a late duplicate still counts
+            break
+        time.sleep(0.5)
+    ended = time.time()
+    cpu_s, peak_mb = sampler.stop()
+    closer.stop()
+    approach.stop()
+    closes = [c for c in closer.closes if c[1] <= ended]
+    tally = workload.tally(deadline, paid, closes)
+    first_due = min(deadline.values())
+    return {
+        "approach": approach.label, "setting": approach.setting, "usual": approach.usual,
+        "scenario": name, "tally": tally, "cpu_s": cpu_s, "peak_mb": peak_mb,
+        "driver_lag_s": stats["lag"], "driver_errors": stats["errors"],
+        "last_error": stats["last_error"], "created_s": stats["created_done"],
+        "wall_s": ended - t0, "stopped_early": bool(unpaid - {i for i, _ in closes}),
+        "close_times": sorted(t - first_due for _i, t in closes) if name == "flash sale" else [],
+        "crash_kills": approach.crash_kills,
+    }
+
+
+def run_event(approach, closer, event, t0):
+    """The scenario's disruption: stop the closer, or kill -9 what holds the timers."""
+    if not event:
+        return
+    kind, at, duration = event
+    time.sleep(max(0.0, t0 + at - time.time()))
+    if kind == "outage" or approach.crash_kills == "the poller":
+        closer.kill()
+        time.sleep(duration)
+        closer.start()
+    else:
+        approach.kill_timers()
+        time.sleep(duration)
+        approach.restart_timers()
+
+
+def machine():
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return "?"
+    return {
+        "nproc": sh("nproc"),
+        "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"),
+        "ram": sh("free -g | awk '/^Mem:/ {print $2 \" GiB\"}'"),
+        "kernel": platform.release(),
+        "load": sh("cut -d' ' -f1-3 /proc/loadavg"),
+        "redis": sh("redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-"),
+        "postgres": sh("psql -h 127.0.0.1 -U postgres -Atc 'SHOW server_version'"),
+        "rabbitmq": sh("dpkg-query -W -f='${Version}' rabbitmq-server"),
+        "python": platform.python_version(),
+        "commit": sh(f"git -C {ROOT} rev-parse --short HEAD"),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="favourable settings only, ~2,000 orders, seconds-long scenarios")
+    ap.add_argument("--only", help="run only approaches whose 'label (setting)' contains this")
+    ap.add_argument("--orders", type=int, help="orders per scenario (default 100000)")
+    ap.add_argument("--no-million", action="store_true",
+                    help="skip the 1M flash sale for the approaches that closed 100k in time")
+    args = ap.parse_args()
+    if not os.path.exists(approaches.TIMEWHEEL):
+        subprocess.check_call(["cargo", "build", "--release"], cwd=ROOT)
+    command = "python3 benches/compare/run.py " + " ".join(sys.argv[1:])
+    chosen = [a for a in approaches.all_approaches()
+              if (not args.quick or not a.usual) and (not args.only or args.only in a.key)]
+    started = time.time()
+    ctx = Context()
+    results = []
+    try:
+        for name, make_plan, limit_s in scenarios(args.quick, args.orders):
+            if args.quick:
+                limit_s = min(limit_s, 30)
+            for a in chosen:
+                plan = make_plan(a)
+                print(f"{name}: {a.key}, {plan.n} orders ...", flush=True)
+                r = run_one(a, name, plan, limit_s, ctx)
+                results.append(r)
+                print("   ", report.one_line(r), flush=True)
+                if name == "flash sale" and not args.quick and not args.no_million \
+                        and r["tally"].lost == 0 and r["tally"].max is not None \
+                        and r["tally"].max < 60:
+                    plan = workload.plan_flash(1_000_000, lead_s(a, 1_000_000), seed=5)
+                    print(f"{name}: {a.key}, {plan.n} orders ...", flush=True)
+                    r = run_one(a, "flash sale 1M", plan, limit_s, ctx)
+                    results.append(r)
+                    print("   ", report.one_line(r), flush=True)
+    finally:
+        ctx.close()
+    report.write(os.path.join(ROOT, "docs"), results, machine(), command,
+                 time.time() - started, args.quick)
+
+
+if __name__ == "__main__":
+    random.seed(0)
+    main()
