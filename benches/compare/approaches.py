@@ -104,12 +104,15 @@ class RabbitNode:
     def kill(self):
         os.kill(self.pid, signal.SIGKILL)
         self.proc.wait()
-        os.killpg(self.proc.pid, signal.SIGKILL)  # erl_child_setup and friends
+        self.reap()
 
     def stop(self):
         os.kill(self.pid, signal.SIGTERM)
         self.proc.wait()
-        try:
+        self.reap()
+
+    def reap(self):
+        try:  # erl_child_setup and friends, if still there
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass

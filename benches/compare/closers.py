@@ -164,8 +164,11 @@ def webhook(c):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", c["port"]), Close)
-    server.daemon_threads = True
+    class Server(http.server.ThreadingHTTPServer):
+        request_queue_size = 1024  # timewheel opens up to --workers (64) connections at once
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", c["port"]), Close)
     server.serve_forever()
 
 
