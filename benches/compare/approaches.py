@@ -23,6 +23,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TIMEWHEEL = os.path.join(ROOT, "target", "release", "timewheel")
 
 
+STARTED = []  # every server process started, so that the run can end them all
+
+
+def start(args, **kw):
+    proc = subprocess.Popen(args, **kw)
+    STARTED.append(proc)
+    return proc
+
+
+def end_all():
+    for p in STARTED:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,7 +70,7 @@ class RedisServer:
         self.start()
 
     def start(self):
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
+        self.proc = start(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
         while True:  # after a restart, wait until the AOF is loaded
             try:
@@ -95,7 +111,7 @@ class RabbitNode:
         self.start()
 
     def start(self):
-        self.proc = subprocess.Popen(["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=self.env,
+        self.proc = start(["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         wait_port(self.port, timeout=180)
@@ -357,7 +373,7 @@ class Timewheel(Approach):
         self.reconnect()
 
     def restart_timers(self):
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+        self.proc = start(self.args, stdout=self.log, stderr=self.log)
         wait_port(self.port)
 
     def kill_timers(self):

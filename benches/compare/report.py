@@ -75,8 +75,8 @@ def notes(rows):
                        f"the server was down and were retried (last: `{r['last_error']}`).")
         if r["driver_lag_s"] > 1 and not r["scenario"].startswith("flash"):
             out.append(f"- {who}: the driver fell up to {secs(r['driver_lag_s'])} behind its "
-                       f"schedule (deadlines are fixed by the schedule, so this counts as "
-                       f"lateness).")
+                       f"schedule (while a server was down, or it could not keep up); deadlines "
+                       f"are fixed by the schedule, so any lag counts as lateness.")
     return "\n".join(out)
 
 

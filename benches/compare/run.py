@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# python3 benches/compare/run.py [--quick] [--only SUBSTRING] [--orders N] [--no-million]
+# python3 benches/compare/run.py [--quick] [--only SUBSTRING] [--scenario SUBSTRING] [--orders N] [--no-million]
 """Runs the same orders through every way of closing unpaid orders and writes
 docs/comparison.md with its plots in docs/img/.
 
@@ -115,6 +115,7 @@ class Context:
     def close(self):
         if self.node:
             self.node.stop()
+        approaches.end_all()
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres",
                              autocommit=True) as c:
             c.execute(f"DROP DATABASE IF EXISTS {self.dbname} WITH (FORCE)")
@@ -184,7 +185,7 @@ class Closer:
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen(
+        self.proc = approaches.start(
             [sys.executable, CLOSERS, self.approach.closer_kind,
              json.dumps(self.approach.closer_conf())],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
@@ -207,6 +208,10 @@ class Closer:
     def stop(self):
         self.kill()
         self.log.close()
+        for line in open(self.log.name):
+            if "Error" in line:  # the closer's own trouble is worth seeing, once
+                print("    closer:", line.strip(), flush=True)
+                break
 
 
 def drive(approach, plan, t0, deadline, paid, created, stats):
@@ -256,7 +261,21 @@ def drive(approach, plan, t0, deadline, paid, created, stats):
 def run_one(approach, name, plan, limit_s, ctx, settle_s):
     """One approach through one scenario; returns its Tally and the raw numbers for plots."""
     approach.start(ctx)
+    try:
+        return run_started(approach, name, plan, limit_s, ctx, settle_s)
+    finally:
+        approach.stop()
+
+
+def run_started(approach, name, plan, limit_s, ctx, settle_s):
     closer = Closer(approach, ctx.tmp).start()
+    try:
+        return run_with_closer(approach, closer, name, plan, limit_s, settle_s)
+    finally:
+        closer.stop()
+
+
+def run_with_closer(approach, closer, name, plan, limit_s, settle_s):
     sampler = Sampler(lambda: approach.measured() + list(closer.backends)
                       + ([closer.proc.pid] if approach.poller_is_closer else []))
     sampler.start()
@@ -270,7 +289,7 @@ def run_one(approach, name, plan, limit_s, ctx, settle_s):
     event.start()
     drive(approach, plan, t0, deadline, paid, created, stats)
     event.join()
-    unpaid = set(deadline) - paid
+    unpaid = set(deadline) - paid.keys()
     # Orders created late (while a server was down) get the same limit after their creation.
     stop_at = max(max(deadline.values()), time.time()) + limit_s
     while time.time() < stop_at:
@@ -280,8 +299,6 @@ def run_one(approach, name, plan, limit_s, ctx, settle_s):
         time.sleep(0.5)
     ended = time.time()
     cpu_s, peak_mb = sampler.stop()
-    closer.stop()
-    approach.stop()
     closes = [c for c in closer.closes if c[1] <= ended]
     tally = workload.tally(deadline, set(paid), closes)
     wrong = [(i, paid[i] - t0, deadline[i] - t0, t - t0) for i, t in closes if i in paid]
@@ -344,6 +361,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="favourable settings only, ~1,000 orders, seconds-long scenarios")
     ap.add_argument("--only", help="run only approaches whose 'label (setting)' contains this")
+    ap.add_argument("--scenario", help="run only scenarios whose name contains this")
     ap.add_argument("--orders", type=int, help="orders per scenario (default 100000)")
     ap.add_argument("--no-million", action="store_true",
                     help="skip the 1M flash sale (favourable settings that closed 100k in time)")
@@ -359,6 +377,8 @@ def main():
     settle_s = 0.3 if args.quick else 2.0
     try:
         for name, make_plan, limit_s in scenarios(args.quick, args.orders):
+            if args.scenario and args.scenario not in name:
+                continue
             for a in chosen:
                 plan = make_plan(a)
                 print(f"{name}: {a.key}, {plan.n} orders ...", flush=True)
@@ -374,10 +394,11 @@ def main():
                     r = run_one(a, "flash sale 1M", plan, limit_s, ctx, settle_s)
                     results.append(r)
                     print("   ", report.one_line(r), flush=True)
+            # After each scenario, so that an interrupted run still leaves what it measured.
+            report.write(os.path.join(ROOT, "docs"), results, machine(), command,
+                         time.time() - started, args.quick)
     finally:
         ctx.close()
-    report.write(os.path.join(ROOT, "docs"), results, machine(), command,
-                 time.time() - started, args.quick)
 
 
 if __name__ == "__main__":
