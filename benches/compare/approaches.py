@@ -139,6 +139,7 @@ class Approach:
     poller_is_closer = False  # the closer process is part of the approach (cron, sorted set)
     crash_kills = "the server"
     create_rate = 20_000  # orders/s the driver sustains (flash sale lead time), conservative
+    interval = 0  # a poller's period: the run waits this much longer for the last orders
 
     def __init__(self, label, setting, usual):
         self.label, self.setting, self.usual = label, setting, usual
@@ -265,7 +266,8 @@ class SortedSet(RedisBacked):
 
 class Rabbit(Approach):
     """Per-message TTL on a queue without consumers, dead-lettered to `close` (closers.rabbit).
-    Durable queues, persistent messages. Payment updates the order's status in PostgreSQL;
+    Durable queues, persistent messages, each batch published in a transaction: without it
+    (or publisher confirms), a kill -9 of the broker loses messages it had accepted. Payment updates the order's status in PostgreSQL;
     the closer skips orders that are no longer pending. With `buckets`, each delay rounded up
     to the second has its own queue with a queue TTL, so a queue's head is always the next to
     expire (with one queue, a message expires only once it reaches the head)."""
@@ -292,6 +294,7 @@ class Rabbit(Approach):
         self.mq = pika.BlockingConnection(pika.ConnectionParameters(port=self.node.port,
                                                                     heartbeat=0))
         self.ch = self.mq.channel()
+        self.ch.tx_select()  # commit-ok once the batch is safe on the broker's disk
         self.declared = set()
 
     def queue(self, ttl_ms):
@@ -318,6 +321,7 @@ class Rabbit(Approach):
             else:
                 props = pika.BasicProperties(delivery_mode=2, expiration=str(ms))
             self.ch.basic_publish("", self.queue(ms), str(i).encode(), props)
+        self.ch.tx_commit()
 
     def pay(self, ids):
         rows = self.db.execute("UPDATE orders SET status = 'paid' "

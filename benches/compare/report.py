@@ -59,6 +59,12 @@ def notes(rows):
             out.append(f"- {who}: stopped {secs(r['after_last_deadline_s'])} after the last "
                        f"deadline with {t.lost:,} of {t.unpaid:,} unpaid orders not closed "
                        f"({100 * t.closed / max(1, t.unpaid):.1f}% closed).")
+        if r.get("lost_by_creation"):
+            before, during, after = r["lost_by_creation"]
+            out.append(f"- {who}: of the lost orders, {before:,} were created before the "
+                       f"{'kill' if r['scenario'].endswith('crash') else 'outage'}, {during:,} "
+                       f"while it lasted (the timer was set once the server was back), "
+                       f"{after:,} after.")
         if r.get("restart_s") is not None:
             out.append(f"- {who}: after the kill, {r['crash_kills']} accepted connections "
                        f"again {secs(r['restart_s'])} after its restart began.")

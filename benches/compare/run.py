@@ -46,7 +46,6 @@ ensure_packages()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import random  # noqa: E402
 import signal  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -291,7 +290,7 @@ def run_with_closer(approach, closer, name, plan, limit_s, settle_s):
     event.join()
     unpaid = set(deadline) - paid.keys()
     # Orders created late (while a server was down) get the same limit after their creation.
-    stop_at = max(max(deadline.values()), time.time()) + limit_s
+    stop_at = max(max(deadline.values()), time.time()) + limit_s + approach.interval
     while time.time() < stop_at:
         if unpaid <= closer.closed_ids:
             time.sleep(settle_s)  # a late duplicate still counts
@@ -302,6 +301,14 @@ def run_with_closer(approach, closer, name, plan, limit_s, settle_s):
     closes = [c for c in closer.closes if c[1] <= ended]
     tally = workload.tally(deadline, set(paid), closes)
     wrong = [(i, paid[i] - t0, deadline[i] - t0, t - t0) for i, t in closes if i in paid]
+    lost = set(deadline) - paid.keys() - {i for i, _ in closes}
+    ev = stats.get("event_at")
+    lost_by_creation = None
+    if ev and lost:  # was a lost order created before, during or after the disruption?
+        created_at = [plan.create_at[i] for i in lost]
+        lost_by_creation = (sum(1 for c in created_at if c < ev[0]),
+                            sum(1 for c in created_at if ev[0] <= c < ev[1]),
+                            sum(1 for c in created_at if c >= ev[1]))
     first_due = min(deadline.values())
     return {
         "approach": approach.label, "setting": approach.setting, "usual": approach.usual,
@@ -312,7 +319,7 @@ def run_with_closer(approach, closer, name, plan, limit_s, settle_s):
         "close_times": sorted(t - first_due for _i, t in closes) if name == "flash sale" else [],
         "crash_kills": approach.crash_kills, "restart_s": stats.get("restart_s"),
         "after_last_deadline_s": ended - max(deadline.values()),
-        "wrong_detail": wrong[:5], "event_at": stats.get("event_at"),
+        "wrong_detail": wrong[:5], "event_at": ev, "lost_by_creation": lost_by_creation,
     }
 
 
@@ -361,6 +368,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="favourable settings only, ~1,000 orders, seconds-long scenarios")
     ap.add_argument("--only", help="run only approaches whose 'label (setting)' contains this")
+    ap.add_argument("--docs", default=os.path.join(ROOT, "docs"), help=argparse.SUPPRESS)
     ap.add_argument("--scenario", help="run only scenarios whose name contains this")
     ap.add_argument("--orders", type=int, help="orders per scenario (default 100000)")
     ap.add_argument("--no-million", action="store_true",
@@ -395,12 +403,12 @@ def main():
                     results.append(r)
                     print("   ", report.one_line(r), flush=True)
             # After each scenario, so that an interrupted run still leaves what it measured.
-            report.write(os.path.join(ROOT, "docs"), results, machine(), command,
+            report.write(args.docs, results, machine(), command,
                          time.time() - started, args.quick)
     finally:
         ctx.close()
 
 
 if __name__ == "__main__":
-    random.seed(0)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # still end the servers
     main()
