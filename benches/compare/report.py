@@ -222,16 +222,22 @@ RabbitMQ node, a private PostgreSQL database.
 | cron poll of the orders table | `INSERT` (`id`, `status`, `deadline`); partial index on `deadline WHERE status = 'pending'` | `UPDATE … SET status='paid' WHERE status='pending'` | a poller running `UPDATE … SET status='closed' WHERE status='pending' AND deadline <= now() RETURNING id` | every 60 s / every 1 s |
 | Redis key-expiry notifications | `SET o:<id> 1 PXAT <deadline>` | `DEL` (1 = paid) | a listener on `__keyevent@0__:expired` (`notify-keyspace-events Ex`) | `hz 10` (default) / `hz 100` |
 | Redis sorted set + poller | `ZADD orders <deadline> <id>` | `ZREM` (1 = paid) | a poller: `ZRANGEBYSCORE orders -inf <now> LIMIT 0 1000`, then `ZREM` each; the `ZREM` that returns 1 wins | every 10 s / every 100 ms |
-| RabbitMQ TTL + dead-letter exchange | an order row, and a persistent message in a durable queue without consumers, dead-lettered to the `close` queue | `UPDATE … SET status='paid' WHERE status='pending'` (the message stays) | a consumer of `close` (prefetch 1000) that closes each batch with `UPDATE … SET status='closed' WHERE id = ANY(…) AND status='pending' RETURNING id`, skipping paid orders, then acks | one queue with per-message `expiration` / one queue per delay rounded up to the second, with a queue TTL |
+| RabbitMQ TTL + dead-letter exchange | an order row, and a persistent message in a durable queue without consumers, dead-lettered to the `close` queue; each batch published in a transaction | `UPDATE … SET status='paid' WHERE status='pending'` (the message stays) | a consumer of `close` (prefetch 1000) that closes each batch with `UPDATE … SET status='closed' WHERE id = ANY(…) AND status='pending' RETURNING id`, skipping paid orders, then acks | one queue with per-message `expiration` / one queue per delay rounded up to the second, with a queue TTL |
 | timewheel | `ADDAT o:<id> <deadline>` over RESP, journal in Redis | `CANCEL` (1 = paid) | `--stream`: a consumer reading with `XREADGROUP` (its pending entries first after a restart), then `XACK`; `--webhook`: a Python HTTP endpoint answering 200 | `--tick-ms 1000` (default) / `--tick-ms 100`, for each sink |
 
+- **RabbitMQ publishing.** Each batch of messages is published in an AMQP transaction
+  (`tx.select`, `tx.commit`), which returns once the broker has them on disk. Without it, or
+  publisher confirms, a `kill -9` of the broker loses messages it had accepted, and the trial
+  runs of the crash scenario lost most of the orders in flight that way.
 - **Closing.** The closer writes each order it closes, with the time, to the harness; for the
   cron job and the sorted set the poller is the closer. Lateness is that time minus the
   order's deadline, on the same clock for every approach.
 - **Driver.** One Python process creates and pays orders on the scenario's schedule, in
   batches every 10 ms, pipelined where the client allows. A deadline is fixed by the schedule
   (creation time + window), so a slow driver would count against the approach; the notes say
-  when the driver fell behind. While a server is down the driver retries every 100 ms.
+  when the driver fell behind. While a server is down the driver retries every 100 ms, as a shop
+  would: a timer whose first attempt got no answer is set again, so an order that fired while
+  its answer was lost gets a second timer.
 - **Counted as the approach's cost** (CPU seconds from `/proc/<pid>/stat`, peak memory as the
   largest sum of the processes' resident memory, `VmHWM`, sampled every 0.25 s): the servers
   that hold the timers (`redis-server`; the RabbitMQ node; timewheel and its journal's

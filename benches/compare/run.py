@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# python3 benches/compare/run.py [--quick] [--only SUBSTRING] [--scenario SUBSTRING] [--orders N] [--no-million]
+# python3 benches/compare/run.py [--quick] [--only SUBSTRING] [--scenario SUBSTRING] [--orders N] [--no-million] [--report-only]
 """Runs the same orders through every way of closing unpaid orders and writes
 docs/comparison.md with its plots in docs/img/.
 
@@ -45,6 +45,7 @@ ensure_packages()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import pickle  # noqa: E402
 import platform  # noqa: E402
 import signal  # noqa: E402
 import tempfile  # noqa: E402
@@ -58,6 +59,7 @@ import report  # noqa: E402
 import workload  # noqa: E402
 
 CLOSERS = os.path.join(HERE, "closers.py")
+RESULTS = os.path.join(ROOT, "target", "compare-results.pickle")  # for --report-only
 
 
 def scenarios(quick, orders):
@@ -369,11 +371,17 @@ def main():
                     help="favourable settings only, ~1,000 orders, seconds-long scenarios")
     ap.add_argument("--only", help="run only approaches whose 'label (setting)' contains this")
     ap.add_argument("--docs", default=os.path.join(ROOT, "docs"), help=argparse.SUPPRESS)
+    ap.add_argument("--report-only", action="store_true",
+                    help=f"rewrite the page from the last run's results ({RESULTS})")
     ap.add_argument("--scenario", help="run only scenarios whose name contains this")
     ap.add_argument("--orders", type=int, help="orders per scenario (default 100000)")
     ap.add_argument("--no-million", action="store_true",
                     help="skip the 1M flash sale (favourable settings that closed 100k in time)")
     args = ap.parse_args()
+    if args.report_only:
+        with open(RESULTS, "rb") as f:
+            report.write(args.docs, **pickle.load(f))
+        return
     if not os.path.exists(approaches.TIMEWHEEL):
         subprocess.check_call(["cargo", "build", "--release"], cwd=ROOT)
     command = "python3 benches/compare/run.py " + " ".join(sys.argv[1:])
@@ -403,8 +411,11 @@ def main():
                     results.append(r)
                     print("   ", report.one_line(r), flush=True)
             # After each scenario, so that an interrupted run still leaves what it measured.
-            report.write(args.docs, results, machine(), command,
-                         time.time() - started, args.quick)
+            saved = dict(results=results, machine=machine(), command=command,
+                         elapsed_s=time.time() - started, quick=args.quick)
+            with open(RESULTS, "wb") as f:
+                pickle.dump(saved, f)
+            report.write(args.docs, **saved)
     finally:
         ctx.close()
 
