@@ -50,6 +50,32 @@ def table(rows):
     return "\n".join(out)
 
 
+def summary(by):
+    """One line per approach and setting, one column per scenario: the headline numbers."""
+    names = list(by)
+    keys = []
+    for rows in by.values():
+        for r in rows:
+            if (r["approach"], r["setting"]) not in keys:
+                keys.append((r["approach"], r["setting"]))
+    cell = {(r["approach"], r["setting"], n): r for n, rows in by.items() for r in rows}
+    out = ["## Summary\n",
+           "Closed within 1 s of the deadline, as a share of the unpaid orders; lateness p99; "
+           "unpaid orders lost. Details, costs and notes for each scenario follow.\n",
+           "| approach | setting | " + " | ".join(names) + " |",
+           "|---|---|" + "---:|" * len(names)]
+    for a, s in keys:
+        cells = []
+        for n in names:
+            r = cell.get((a, s, n))
+            t = r and r["tally"]
+            cells.append("" if r is None else
+                         f"{t.within_1s:.1f}%, p99 {secs(t.p99)}"
+                         + (f", **{t.lost:,} lost**" if t.lost else ""))
+        out.append(f"| {a} | {s} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def notes(rows):
     """Facts of the run a reader needs to trust or discount a row."""
     out = []
@@ -76,6 +102,9 @@ def notes(rows):
                        f"deadline {due_s:.2f} s) and closed at {closed_s:.2f} s{when}.")
         if t.early:
             out.append(f"- {who}: {t.early:,} orders closed more than 5 ms before the deadline.")
+        if r.get("first_due_s") is not None and r["created_s"] > r["first_due_s"]:
+            out.append(f"- {who}: creating the orders took {secs(r['created_s'])}, "
+                       f"{secs(r['created_s'] - r['first_due_s'])} past the first deadline.")
         if r["driver_errors"]:
             out.append(f"- {who}: the driver's calls failed {r['driver_errors']} times while "
                        f"the server was down and were retried (last: `{r['last_error']}`).")
@@ -163,8 +192,9 @@ def write(docs, results, machine, command, elapsed_s, quick):
             {"dur": "60 s", "win": "5-65 s", "ewin": "5-15 s", "edur": "30 s", "eat": "15 s",
              "efor": "10 s", "cfor": "5 s", "limit": "10 minutes"})
     out = [HEADER.format(
-        command=command, elapsed=f"{elapsed_s / 60:.0f} min", date=datetime.date.today(),
-        quick=QUICK_WARNING if quick else "", **machine)]
+        command=command, elapsed=f"{int(elapsed_s // 60)} min {int(elapsed_s % 60)} s",
+        date=datetime.date.today(), quick=QUICK_WARNING if quick else "", **machine)]
+    out.append(summary(by))
     for name, rows in by.items():
         slug = name.replace(" ", "-")
         out.append(f"\n## {name[0].upper() + name[1:]} ({sizes[name]:,} orders)\n")
@@ -205,7 +235,9 @@ service such as timewheel. This page runs the same orders through each of them, 
 machine, with one closer and one clock, and reports how late each one closes orders, how many
 it loses, how many paid orders it closes, and what it costs.
 
-Produced by `{command}` in {elapsed} on {date} (commit {commit}), on {nproc} cores
+Regenerate it with `python3 benches/compare/run.py` (`--quick` for a smoke run of a few
+minutes; `--help` for the rest). This page was produced by `{command}` in {elapsed} on {date}
+(commit {commit}), on {nproc} cores
 ({cpu}), {ram} RAM, Linux {kernel}; Redis {redis}, PostgreSQL {postgres}, RabbitMQ {rabbitmq},
 Python {python}. The machine was shared with other work (load average at the end: {load}), so
 every row ran under the same background noise, one row at a time.

@@ -47,6 +47,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import pickle  # noqa: E402
 import platform  # noqa: E402
+import shlex  # noqa: E402
 import signal  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -321,7 +322,7 @@ def run_with_closer(approach, closer, name, plan, limit_s, settle_s):
         "close_times": sorted(t - first_due for _i, t in closes) if name == "flash sale" else [],
         "crash_kills": approach.crash_kills, "restart_s": stats.get("restart_s"),
         "after_last_deadline_s": ended - max(deadline.values()),
-        "wrong_detail": wrong[:5], "event_at": ev, "lost_by_creation": lost_by_creation,
+        "first_due_s": first_due - t0, "wrong_detail": wrong[:5], "event_at": ev, "lost_by_creation": lost_by_creation,
     }
 
 
@@ -384,7 +385,7 @@ def main():
         return
     if not os.path.exists(approaches.TIMEWHEEL):
         subprocess.check_call(["cargo", "build", "--release"], cwd=ROOT)
-    command = "python3 benches/compare/run.py " + " ".join(sys.argv[1:])
+    command = shlex.join(["python3", "benches/compare/run.py", *sys.argv[1:]])
     chosen = [a for a in approaches.all_approaches()
               if (not args.quick or not a.usual) and (not args.only or args.only in a.key)]
     started = time.time()
