@@ -276,7 +276,11 @@ RabbitMQ node, a private PostgreSQL database.
   `redis-server`), the pollers of the cron job and of the sorted set, and the PostgreSQL
   backends that the cron poller and the RabbitMQ closer use. Not counted: the driver, the
   closers that only receive (key-expiry listener, stream consumer, webhook endpoint,
-  RabbitMQ consumer's Python process), PostgreSQL's shared background processes.
+  RabbitMQ consumer's Python process), PostgreSQL's shared background processes, and the
+  PostgreSQL backend of the driver: the `INSERT` of each order and its payment's `UPDATE` are
+  work the shop's database does anyway, so the cron job's CPU figure holds only its polls.
+  For the Redis approaches and timewheel, the server that answers the driver's `SET`, `ZADD`,
+  `DEL`, `ADDAT`, `CANCEL` is the one that holds the timers, so that work is in their figure.
 - **Metrics.** *Closed within 1 s*: unpaid orders closed at most 1 s after their deadline, as
   a share of all unpaid orders. *Lateness*: over the unpaid orders that were closed.
   *Lost*: unpaid and never closed by the end of the run. *Paid but closed*: the payment was
