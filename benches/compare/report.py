@@ -169,7 +169,12 @@ SCENARIO_TEXT = {
     "flash sale": "Every order falls due within the same second; nobody pays. The orders are "
                   "all created first (the lead time is chosen per approach from how fast the "
                   "driver can create them). An approach that has not closed them all "
-                  "{limit} after the deadline is stopped and its progress reported.",
+                  "{limit} after the deadline is stopped and its progress reported. Each "
+                  "approach's closer is one Python process, so here its speed at receiving "
+                  "(pub/sub messages, sorted-set members, RabbitMQ deliveries plus their "
+                  "status `UPDATE`, stream entries and their `XACK`, HTTP requests to a "
+                  "`ThreadingHTTPServer`) is part of what is measured: a shop would run "
+                  "several consumers in a stream's group, or a faster endpoint.",
     "flash sale 1M": "The same with 1,000,000 orders, for the favourable settings that closed "
                      "all 100,000 with no order more than 60 s late.",
     "consumer outage": "Like steady, with windows in {ewin} over {edur}; the closer process is "
