@@ -183,6 +183,7 @@ class Closer:
 
     def __init__(self, approach, tmp):
         self.approach, self.log = approach, open(os.path.join(tmp, "closer.log"), "a")
+        self.log_from = self.log.tell()  # this run's part of the shared log
         self.closes, self.closed_ids, self.backends = [], set(), set()
         self.proc = None
 
@@ -210,7 +211,10 @@ class Closer:
     def stop(self):
         self.kill()
         self.log.close()
-        for line in open(self.log.name):
+        with open(self.log.name) as f:
+            f.seek(self.log_from)
+            lines = f.readlines()
+        for line in lines:
             if "Error" in line:  # the closer's own trouble is worth seeing, once
                 print("    closer:", line.strip(), flush=True)
                 break
