@@ -109,7 +109,7 @@ impl Target for Full {
     }
 
     fn cancel(&mut self, id: &Id) -> bool {
-        self.0.cancel(id)
+        self.0.cancel(id).is_ok()
     }
 
     fn len(&self) -> usize {
@@ -306,6 +306,7 @@ fn expire(c: &mut Criterion) {
             for _ in 0..FIRE_BATCH {
                 engine
                     .schedule(order_id(next), Duration::from_secs(delay_s))
+                    .and_then(|c| c.wait())
                     .expect("schedule");
                 next += 1;
             }
@@ -371,7 +372,7 @@ fn schedule_cancel_mt(c: &mut Criterion) {
                                     debug_assert!(scheduled.is_ok());
                                     let old = orders.take_random();
                                     orders.pending.push(n);
-                                    black_box(engine.cancel(order_id(old)));
+                                    black_box(engine.cancel(order_id(old)).is_ok());
                                 }
                             });
                         }

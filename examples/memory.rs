@@ -14,7 +14,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use timewheel::{Engine, ManualClock};
+use timewheel::{Engine, Fired, ManualClock};
 
 /// Counts live and peak heap bytes; all allocation is done by [`System`].
 struct Counting;
@@ -124,14 +124,18 @@ fn main() {
         .tick(Duration::from_secs(1))
         .manual_ticks()
         .workers(0)
-        .build_fn(|_| Ok(()));
+        .build(|_: &Fired| Ok(()))
+        .expect("build the engine");
     let heap_empty = LIVE.load(Ordering::Relaxed);
 
     let mut rng = fastrand::Rng::with_seed(7);
     let start = Instant::now();
     for i in 0..n as u64 {
         let delay = Duration::from_secs(rng.u64(1..=1800));
-        engine.schedule(order_id(i), delay).expect("schedule");
+        engine
+            .schedule(order_id(i), delay)
+            .and_then(|c| c.wait())
+            .expect("schedule");
     }
     let fill = start.elapsed();
     assert_eq!(engine.len(), n);

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use timewheel::{Engine, Journal, JournalConfig};
+use timewheel::{Engine, Fired, Journal, JournalConfig};
 
 const PREFIX: &str = "rebuild:";
 
@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .tick(Duration::from_secs(1))
         .workers(1)
         .journal(journal)
-        .try_build_fn(|_| Ok(()))?;
+        .build(|_: &Fired| Ok(()))?;
     let rebuild_ms = rebuild.elapsed().as_millis().max(1);
     let pending = engine.len();
     engine.shutdown();

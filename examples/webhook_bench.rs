@@ -46,11 +46,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::builder()
         .tick(Duration::from_millis(10))
         .workers(workers)
-        .build(sink);
+        .build(sink)
+        .expect("build the engine");
     // Far enough ahead that scheduling N timers is over before they fire.
     let due_ms = engine.now_ms() + 2_000 + count / 100;
     for i in 0..count {
-        engine.schedule_at(format!("o:{i}"), due_ms)?;
+        engine
+            .schedule_at(format!("o:{i}"), due_ms)
+            .and_then(|c| c.wait())?;
     }
     let scheduled_ms = engine.now_ms();
     assert!(scheduled_ms < due_ms, "scheduling overran the deadline");

@@ -10,6 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// The wall clock now, in Unix milliseconds (0 before 1970). For time
+/// stamps others read (heartbeats, webhook bodies); the engine's own time is
+/// a [`Clock`].
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A source of Unix time in milliseconds that never goes backwards.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
@@ -26,11 +35,8 @@ pub struct SystemClock {
 impl SystemClock {
     /// Anchors a new clock to the current wall-clock time.
     pub fn new() -> SystemClock {
-        let origin_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         SystemClock {
-            origin_ms,
+            origin_ms: unix_ms(),
             origin: Instant::now(),
         }
     }
@@ -99,10 +105,7 @@ mod tests {
     #[test]
     fn system_clock_is_near_wall_time() {
         let clock = SystemClock::new();
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        assert!(clock.now_ms().abs_diff(wall) < 1_000);
+        assert!(clock.now_ms().abs_diff(unix_ms()) < 1_000);
+        assert!(unix_ms() > 1_700_000_000_000);
     }
 }

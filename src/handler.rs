@@ -19,6 +19,7 @@ pub type HandlerResult = Result<(), HandlerError>;
 /// A timer that fired, as the handler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fired {
+    /// The order id.
     pub id: OrderId,
     /// The deadline it was scheduled for, Unix ms.
     pub deadline_ms: u64,
@@ -28,8 +29,8 @@ pub struct Fired {
     pub attempt: u32,
 }
 
-/// The close-order task. Implemented for you by [`crate::Builder::build_fn`]
-/// for a plain closure; implement it yourself for a sink with state.
+/// The close-order task. Every closure `Fn(&Fired) -> HandlerResult` is
+/// one; implement it yourself for a sink with state.
 pub trait Handler: Send + Sync + 'static {
     /// Runs one attempt. `Err` or a panic means "retry later".
     fn handle(&self, fired: &Fired) -> HandlerResult;
@@ -46,15 +47,13 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// A [`Handler`] made from a closure.
-pub(crate) struct FnHandler<F>(pub F);
-
-impl<F> Handler for FnHandler<F>
+/// A plain closure is a handler (with the default dead letter).
+impl<F> Handler for F
 where
     F: Fn(&Fired) -> HandlerResult + Send + Sync + 'static,
 {
     fn handle(&self, fired: &Fired) -> HandlerResult {
-        (self.0)(fired)
+        self(fired)
     }
 }
 
@@ -66,10 +65,14 @@ where
 /// an hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// Wait before the first retry; it doubles per attempt.
     pub initial: Duration,
+    /// Longest wait between two attempts.
     pub max: Duration,
     /// Attempts in all, the first included; at least 1.
     pub max_attempts: u32,
+    /// Scale each wait by a random factor in [0.5, 1], so that retries
+    /// of orders that failed together do not come back together.
     pub jitter: bool,
 }
 

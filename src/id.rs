@@ -122,6 +122,69 @@ impl Repr {
     }
 }
 
+/// What the engine's schedule calls take as an id: an [`OrderId`], used as
+/// it is (it was validated when it was made), or bytes and strings,
+/// validated here. So an id parsed once, as the server does, is not checked
+/// twice.
+pub trait IntoOrderId {
+    /// The id, or [`InvalidId`].
+    fn into_order_id(self) -> Result<OrderId, InvalidId>;
+}
+
+impl IntoOrderId for OrderId {
+    fn into_order_id(self) -> Result<OrderId, InvalidId> {
+        Ok(self)
+    }
+}
+
+impl IntoOrderId for &OrderId {
+    fn into_order_id(self) -> Result<OrderId, InvalidId> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoOrderId for &str {
+    fn into_order_id(self) -> Result<OrderId, InvalidId> {
+        OrderId::new(self)
+    }
+}
+
+impl IntoOrderId for String {
+    fn into_order_id(self) -> Result<OrderId, InvalidId> {
+        OrderId::new(self)
+    }
+}
+
+impl IntoOrderId for &String {
+    fn into_order_id(self) -> Result<OrderId, InvalidId> {
+        OrderId::new(self)
+    }
+}
+
+impl IntoOrderId for &[u8] {
+    fn into_order_id(self) -> Result<OrderId, InvalidId> {
+        OrderId::new(self)
+    }
+}
+
+impl IntoOrderId for Vec<u8> {
+    fn into_order_id(self) -> Result<OrderId, InvalidId> {
+        OrderId::new(self)
+    }
+}
+
+impl<const N: usize> IntoOrderId for &[u8; N] {
+    fn into_order_id(self) -> Result<OrderId, InvalidId> {
+        OrderId::new(self)
+    }
+}
+
+impl<const N: usize> IntoOrderId for [u8; N] {
+    fn into_order_id(self) -> Result<OrderId, InvalidId> {
+        OrderId::new(self)
+    }
+}
+
 impl TryFrom<&str> for OrderId {
     type Error = InvalidId;
     fn try_from(s: &str) -> Result<OrderId, InvalidId> {

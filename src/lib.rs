@@ -13,33 +13,54 @@
 //! - [`journal`]: the durable Redis journal: group-committed writes,
 //!   rebuild at start, outage handling; the exactly-once Redis Stream sink.
 //! - [`sink`]: ready-made close-order handlers: the HTTP webhook.
+//! - [`cluster`]: cluster mode: partitions by hash slot, leases and
+//!   fencing epochs in Redis, failover, client routing.
 //! - [`clock`]: time sources, including a manual clock for tests.
+//! - [`limits`]: how long an id and a delay may be, in one leaf module.
 //! - [`id`]: order ids, stored inline when short.
 //! - [`protocol`]: the wire format: request framing (inline and RESP),
 //!   typed commands, RESP2/RESP3 replies.
 //! - [`server`]: the `mio` event loop, connections, commands, pub/sub.
-//! - `model` (hidden): a reference model of the engine, for the property
-//!   tests and the fuzz target.
-#![warn(missing_debug_implementations, rust_2018_idioms)]
+//! - [`tls`]: PEM certificate files to rustls configurations, for every
+//!   hop (clients, `/metrics`, the journal's Redis, the webhook).
+//! - `model` and `fuzzing` (feature `testing`, hidden): a reference model
+//!   of the engine and the fuzz targets' checks, for the tests and `fuzz/`
+//!   only; the release binary contains neither.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod cluster;
 pub mod engine;
 pub mod handler;
 pub mod id;
 pub mod journal;
+pub mod limits;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod model;
 pub mod protocol;
 pub mod server;
 pub mod sink;
+pub mod tls;
 pub mod wheel;
 
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzzing;
 
+/// The README's example, compiled and run by `cargo test --doc`.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+/// docs/delivery.md's example, compiled and run by `cargo test --doc`.
+#[doc = include_str!("../docs/delivery.md")]
+#[cfg(doctest)]
+pub struct DeliveryDoctests;
+
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Builder, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
+pub use engine::{Builder, Change, Engine, MAX_DELAY_MS, Pending, ScheduleError, Stats};
 pub use handler::{Fired, Handler, HandlerError, HandlerResult, RetryPolicy};
-pub use id::{InvalidId, OrderId};
+pub use id::{IntoOrderId, InvalidId, OrderId};
 pub use journal::{Ack, AckStatus, Journal, JournalConfig, JournalError};

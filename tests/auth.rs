@@ -210,6 +210,41 @@ fn ten_failures_close_the_connection() {
 }
 
 #[test]
+fn a_client_reconnecting_with_a_wrong_password_is_one_log_line_and_every_failure_counted() {
+    let server = protected();
+    // 25 connections in a row, each with one wrong password, as a client
+    // library retrying its connection does.
+    for n in 1..=25 {
+        let mut conn = server.conn();
+        assert_eq!(
+            conn.cmd(&["AUTH", "guess"]),
+            error(WRONGPASS),
+            "failure {n}"
+        );
+    }
+    let mut admin = authenticated(&server);
+    assert_eq!(auth_failures(&mut admin), 25);
+    // The line of the first failure is written before its reply; wait for the
+    // log reader, then check no second line followed (the interval is 10 s).
+    util::wait_until(
+        "the authentication failed line",
+        std::time::Duration::from_secs(10),
+        || server.log().contains("authentication failed"),
+    );
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("authentication failed"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("addr=127.0.0.1") && lines[0].contains("failures=1"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
 fn password_from_the_environment() {
     let secret = "from-the-env-9f2c";
     let server = TimewheelServer::start_with_env(&[], &[("TIMEWHEEL_PASSWORD", secret)]);

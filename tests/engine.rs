@@ -17,10 +17,11 @@ fn engine_with(clock: &ManualClock, tick_ms: u64) -> (Engine, Arc<Mutex<Vec<Fire
         .tick(Duration::from_millis(tick_ms))
         .manual_ticks()
         .workers(0)
-        .build_fn(move |f| {
+        .build(move |f: &Fired| {
             sink.lock().push(f.clone());
             Ok(())
-        });
+        })
+        .expect("build the engine");
     (engine, fired)
 }
 
@@ -48,7 +49,10 @@ fn ids(fired: &Mutex<Vec<Fired>>) -> Vec<String> {
 fn fires_within_one_tick_after_deadline_never_before() {
     let clock = ManualClock::new(T0);
     let (engine, fired) = engine_with(&clock, 1000);
-    let deadline = engine.schedule("o1", Duration::from_millis(1500)).unwrap();
+    let deadline = engine
+        .schedule("o1", Duration::from_millis(1500))
+        .and_then(|c| c.wait())
+        .unwrap();
     assert_eq!(deadline, T0 + 1500);
     clock.advance(1499);
     engine.tick();
@@ -70,34 +74,52 @@ fn fires_within_one_tick_after_deadline_never_before() {
 fn schedule_semantics() {
     let clock = ManualClock::new(T0);
     let (engine, fired) = engine_with(&clock, 1);
-    engine.schedule_at("a", T0 + 100).unwrap();
+    engine
+        .schedule_at("a", T0 + 100)
+        .and_then(|c| c.wait())
+        .unwrap();
     assert_eq!(
-        engine.schedule_at("a", T0 + 200),
+        engine.schedule_at("a", T0 + 200).and_then(|c| c.wait()),
         Err(ScheduleError::AlreadyScheduled {
             deadline_ms: T0 + 100
         })
     );
     assert_eq!(
-        engine.schedule("", Duration::ZERO),
+        engine.schedule("", Duration::ZERO).and_then(|c| c.wait()),
         Err(ScheduleError::InvalidId)
     );
     assert_eq!(
-        engine.schedule("b", Duration::from_millis(timewheel::MAX_DELAY_MS + 1)),
+        engine
+            .schedule("b", Duration::from_millis(timewheel::MAX_DELAY_MS + 1))
+            .and_then(|c| c.wait()),
         Err(ScheduleError::DelayTooLong)
     );
     assert_eq!(
-        engine.reschedule_at("nope", T0),
+        engine.reschedule_at("nope", T0).and_then(|c| c.wait()),
         Err(ScheduleError::NotScheduled)
     );
-    assert_eq!(engine.reschedule_at("a", T0 + 50), Ok(T0 + 50));
+    assert_eq!(
+        engine.reschedule_at("a", T0 + 50).and_then(|c| c.wait()),
+        Ok(T0 + 50)
+    );
     assert_eq!(engine.deadline("a"), Some(T0 + 50));
-    assert_eq!(engine.upsert_at("c", T0 + 10), Ok(T0 + 10));
-    assert_eq!(engine.upsert_at("c", T0 + 20), Ok(T0 + 20));
+    assert_eq!(
+        engine.upsert_at("c", T0 + 10).and_then(|c| c.wait()),
+        Ok(T0 + 10)
+    );
+    assert_eq!(
+        engine.upsert_at("c", T0 + 20).and_then(|c| c.wait()),
+        Ok(T0 + 20)
+    );
     assert_eq!(engine.len(), 2);
     clock.advance(60);
     engine.tick();
     assert_eq!(ids(&fired), vec!["c", "a"]);
-    assert!(!engine.cancel("a"), "already fired");
+    assert_eq!(
+        engine.cancel("a").err(),
+        Some(ScheduleError::NotScheduled),
+        "already fired"
+    );
     assert_eq!(engine.stats().fired_total, 2);
 }
 
@@ -107,7 +129,10 @@ fn past_deadline_fires_at_next_tick() {
     let (engine, fired) = engine_with(&clock, 1000);
     clock.advance(5_000);
     engine.tick();
-    engine.schedule_at("late", T0 - 60_000).unwrap();
+    engine
+        .schedule_at("late", T0 - 60_000)
+        .and_then(|c| c.wait())
+        .unwrap();
     engine.tick();
     assert!(ids(&fired).is_empty());
     clock.advance(1000);
@@ -124,6 +149,7 @@ fn catch_up_after_a_stall_fires_in_deadline_order() {
         let delay = (n * 7919) % 86_400_000 + 1;
         engine
             .schedule(format!("o{n}"), Duration::from_millis(delay))
+            .and_then(|c| c.wait())
             .unwrap();
         expected.push((T0 + delay, format!("o{n}")));
     }
@@ -141,14 +167,19 @@ fn failed_attempts_are_retried_with_backoff_then_dead_lettered() {
     let clock = ManualClock::new(T0);
     let attempts = Arc::new(AtomicU32::new(0));
     let seen = attempts.clone();
-    let engine = retrying(&clock, 100, 400, 4).build_fn(move |f| {
-        seen.fetch_add(1, Ordering::SeqCst);
-        if f.attempt == 2 {
-            panic!("handler blew up");
-        }
-        Err("shop endpoint down".into())
-    });
-    engine.schedule("o", Duration::from_millis(1)).unwrap();
+    let engine = retrying(&clock, 100, 400, 4)
+        .build(move |f: &Fired| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if f.attempt == 2 {
+                panic!("handler blew up");
+            }
+            Err("shop endpoint down".into())
+        })
+        .expect("build the engine");
+    engine
+        .schedule("o", Duration::from_millis(1))
+        .and_then(|c| c.wait())
+        .unwrap();
     clock.advance(1);
     engine.tick();
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
@@ -183,16 +214,19 @@ fn worker_pool_runs_handlers_and_shutdown_returns_pending() {
         .tick(Duration::from_millis(10))
         .manual_ticks()
         .workers(3)
-        .build_fn(move |f| {
+        .build(move |f: &Fired| {
             tx.send(f.id.to_string()).unwrap();
             Ok(())
-        });
+        })
+        .expect("build the engine");
     for n in 0..100 {
         engine
             .schedule(format!("due{n}"), Duration::from_millis(10))
+            .and_then(|c| c.wait())
             .unwrap();
         engine
             .schedule(format!("later{n}"), Duration::from_secs(60))
+            .and_then(|c| c.wait())
             .unwrap();
     }
     clock.advance(10);
@@ -210,7 +244,7 @@ fn worker_pool_runs_handlers_and_shutdown_returns_pending() {
             .all(|p| p.id.as_str().starts_with("later") && p.attempts == 0)
     );
     assert_eq!(
-        engine.schedule("x", Duration::ZERO),
+        engine.schedule("x", Duration::ZERO).and_then(|c| c.wait()),
         Err(ScheduleError::ShutDown)
     );
 }
@@ -220,11 +254,15 @@ fn real_ticker_fires_on_time() {
     let (tx, rx) = crossbeam_channel::unbounded();
     let engine = Engine::builder()
         .tick(Duration::from_millis(5))
-        .build_fn(move |f: &Fired| {
+        .build(move |f: &Fired| {
             tx.send(f.clone()).unwrap();
             Ok(())
-        });
-    engine.schedule("soon", Duration::from_millis(20)).unwrap();
+        })
+        .expect("build the engine");
+    engine
+        .schedule("soon", Duration::from_millis(20))
+        .and_then(|c| c.wait())
+        .unwrap();
     let fired = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(fired.fired_ms >= fired.deadline_ms);
     engine.shutdown();
@@ -235,17 +273,25 @@ fn delivery_lag_is_p99_of_delivered_minus_deadline_over_the_last_minute() {
     let clock = ManualClock::new(T0);
     let ok = Arc::new(AtomicU32::new(0));
     let seen = ok.clone();
-    let engine = retrying(&clock, 500, 500, 3).build_fn(move |f| {
-        // "late" fails once: its lag then includes the 500 ms backoff.
-        if f.id.as_str() == "late" && f.attempt == 1 {
-            return Err("shop endpoint down".into());
-        }
-        seen.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
+    let engine = retrying(&clock, 500, 500, 3)
+        .build(move |f: &Fired| {
+            // "late" fails once: its lag then includes the 500 ms backoff.
+            if f.id.as_str() == "late" && f.attempt == 1 {
+                return Err("shop endpoint down".into());
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .expect("build the engine");
     assert_eq!(engine.stats().delivery_lag_ms, 0, "nothing delivered yet");
-    engine.schedule_at("on-time", T0 + 10).unwrap();
-    engine.schedule_at("late", T0 + 10).unwrap();
+    engine
+        .schedule_at("on-time", T0 + 10)
+        .and_then(|c| c.wait())
+        .unwrap();
+    engine
+        .schedule_at("late", T0 + 10)
+        .and_then(|c| c.wait())
+        .unwrap();
     clock.advance(13); // the ticker ran 3 ms after the deadline
     engine.tick();
     assert_eq!(engine.stats().delivery_lag_ms, 3);

@@ -20,22 +20,27 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use util::{
-    RedisServer, Resp, RespConn, TimewheelServer, encode_command, info, info_u64, unix_ms,
-    wait_until,
+    PATIENCE, RedisServer, Resp, RespConn, TimewheelServer, encode_command, info, info_u64,
+    unix_ms, wait_until,
 };
 
 /// The reply to a client write while Redis is unreachable (`docs/protocol.md`).
 const JOURNAL_UNAVAILABLE: &str =
     "JOURNAL unavailable: Redis is unreachable, nothing was changed; retry later";
-/// Generous: a loaded 2-core machine running a debug build.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// Commands per pipelined chunk: well under the server's 4,096 writes waiting per connection.
 const CHUNK: usize = 1000;
 
-/// Starts the server on `redis` with the default prefix `tw:` and `extra` flags.
+/// Starts the server on `redis` with the default prefix `tw:` and `extra` flags; fired
+/// orders go to subscribers only (`--best-effort-delivery`), which these tests watch.
 fn serve(redis: &RedisServer, extra: &[&str]) -> TimewheelServer {
     let url = redis.url();
-    let mut args = vec!["--redis", &url, "--redis-timeout-ms", "1000"];
+    let mut args = vec![
+        "--redis",
+        &url,
+        "--redis-timeout-ms",
+        "1000",
+        "--best-effort-delivery",
+    ];
     args.extend_from_slice(extra);
     TimewheelServer::start(&args)
 }
@@ -768,7 +773,7 @@ fn unreachable_redis_at_start_exits_nonzero() {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_timewheel"))
         .args(["serve", "--bind", "127.0.0.1:0", "--redis", &url])
-        .args(["--redis-connect-timeout-s", "1"])
+        .args(["--redis-connect-timeout-s", "1", "--best-effort-delivery"])
         .env("RUST_LOG", "info")
         .env_remove("TIMEWHEEL_PASSWORD")
         .stdin(Stdio::null())

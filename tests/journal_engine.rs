@@ -19,9 +19,8 @@ use timewheel::{
     AckStatus, Engine, Fired, HandlerResult, Journal, JournalConfig, ManualClock, RetryPolicy,
     ScheduleError,
 };
-use util::{RedisServer, Resp, unix_ms, wait_until};
+use util::{PATIENCE, RedisServer, Resp, unix_ms, wait_until};
 
-const PATIENCE: Duration = Duration::from_secs(30);
 const TICK_MS: u64 = 10;
 
 fn journal(redis: &RedisServer) -> Journal {
@@ -46,7 +45,7 @@ fn engine(
         .tick(Duration::from_millis(TICK_MS))
         .retry(retry)
         .journal(journal(redis))
-        .try_build_fn(handler)
+        .build(handler)
         .expect("build the engine")
 }
 
@@ -94,7 +93,10 @@ fn zcard(redis: &RedisServer) -> i64 {
 /// A blocking write far in the future: once it returns, every earlier write is in Redis.
 fn sentinel(engine: &Engine, name: &str) {
     let far = engine.now_ms() + 3_600_000;
-    engine.schedule_at(name, far).expect("sentinel write");
+    engine
+        .schedule_at(name, far)
+        .and_then(|c| c.wait())
+        .expect("sentinel write");
 }
 
 #[test]
@@ -105,19 +107,26 @@ fn writes_reach_redis_before_they_return() {
     let (_, handler) = recorder();
     let engine = engine(&redis, &clock, RetryPolicy::default(), handler);
 
-    let a = engine.schedule("a", Duration::from_secs(5)).unwrap();
+    let a = engine
+        .schedule("a", Duration::from_secs(5))
+        .and_then(|c| c.wait())
+        .unwrap();
     assert_eq!(a, t0 + 5000);
     assert_eq!(score(&redis, "a"), Some(a));
 
-    let (b, ack) = engine.schedule_at_nowait("b", t0 + 7000).unwrap();
-    engine.wait_durable(ack).unwrap();
+    let change = engine.schedule_at("b", t0 + 7000).unwrap();
+    let ack = change.ack();
+    let b = change.wait().unwrap();
     assert_eq!(engine.ack_status(ack), AckStatus::Durable);
     assert_eq!(score(&redis, "b"), Some(b));
 
-    assert_eq!(engine.reschedule_at("a", t0 + 9000), Ok(t0 + 9000));
+    assert_eq!(
+        engine.reschedule_at("a", t0 + 9000).and_then(|c| c.wait()),
+        Ok(t0 + 9000)
+    );
     assert_eq!(score(&redis, "a"), Some(t0 + 9000));
     assert_eq!(
-        engine.schedule_at("a", t0 + 1),
+        engine.schedule_at("a", t0 + 1).and_then(|c| c.wait()),
         Err(ScheduleError::AlreadyScheduled {
             deadline_ms: t0 + 9000
         })
@@ -128,18 +137,25 @@ fn writes_reach_redis_before_they_return() {
         "a refused ADD wrote nothing"
     );
 
-    engine.upsert_at("c", t0 + 1000).unwrap();
+    engine
+        .upsert_at("c", t0 + 1000)
+        .and_then(|c| c.wait())
+        .unwrap();
     assert_eq!(score(&redis, "c"), Some(t0 + 1000));
-    engine.upsert_at("c", t0 + 2000).unwrap();
+    engine
+        .upsert_at("c", t0 + 2000)
+        .and_then(|c| c.wait())
+        .unwrap();
     assert_eq!(score(&redis, "c"), Some(t0 + 2000));
 
-    assert_eq!(engine.try_cancel("b"), Ok(true));
+    assert_eq!(engine.cancel("b").and_then(|c| c.wait()), Ok(()));
     assert_eq!(score(&redis, "b"), None);
-    assert_eq!(engine.try_cancel("b"), Ok(false));
+    assert_eq!(engine.cancel("b").err(), Some(ScheduleError::NotScheduled));
 
-    let (cancelled, ack) = engine.cancel_nowait("c").unwrap();
-    assert!(cancelled);
-    engine.wait_durable(ack).unwrap();
+    let ((), ack) = engine.cancel("c").unwrap().into_parts();
+    while engine.ack_status(ack) != AckStatus::Durable {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(score(&redis, "c"), None);
 
     assert_eq!(zcard(&redis), 1);
@@ -169,10 +185,18 @@ fn rebuild_restores_deadlines_but_not_cancelled_timers() {
     let (seen, handler) = recorder();
     let first = engine(&redis, &clock, RetryPolicy::default(), handler);
     for i in 0..N {
-        first.schedule_at(id(i), deadline(i)).unwrap();
+        first
+            .schedule_at(id(i), deadline(i))
+            .and_then(|c| c.wait())
+            .unwrap();
     }
     for i in (0..N).filter(|&i| cancelled(i)) {
-        assert_eq!(first.try_cancel(id(i)), Ok(true), "{}", id(i));
+        assert_eq!(
+            first.cancel(id(i)).and_then(|c| c.wait()),
+            Ok(()),
+            "{}",
+            id(i)
+        );
     }
     let kept = (0..N).filter(|&i| !cancelled(i)).count();
     assert_eq!(first.shutdown().len(), kept);
@@ -238,7 +262,10 @@ fn fired_timer_leaves_redis_only_after_its_handler_succeeded() {
     };
 
     let first = engine(&redis, &clock, retry, handler.clone());
-    let x = first.schedule_at("x", t0 + 100).unwrap();
+    let x = first
+        .schedule_at("x", t0 + 100)
+        .and_then(|c| c.wait())
+        .unwrap();
     clock.advance(100 + TICK_MS);
     first.tick();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -263,7 +290,7 @@ fn fired_timer_leaves_redis_only_after_its_handler_succeeded() {
     let restored = second.journal_stats().unwrap().restored;
     assert_eq!((restored.total, restored.overdue), (2, 1), "{restored:?}");
     // Overdue at rebuild: already firing, so not cancellable.
-    assert_eq!(second.try_cancel("x"), Ok(false));
+    assert_eq!(second.cancel("x").err(), Some(ScheduleError::NotScheduled));
     assert_eq!(second.len(), 1, "only the sentinel is in the wheel");
     second.tick();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -286,7 +313,9 @@ fn add_made_while_firing_survives_the_removal() {
             // The shop re-opens the order while the close task for the old deadline runs.
             if fired.deadline_ms == t0 + 100 {
                 let engine = me.get().expect("engine set");
-                engine.schedule_at(fired.id.as_bytes(), t0 + 60_000)?;
+                engine
+                    .schedule_at(fired.id.as_bytes(), t0 + 60_000)
+                    .and_then(|c| c.wait())?;
             }
             Ok(())
         }
@@ -294,7 +323,10 @@ fn add_made_while_firing_survives_the_removal() {
     let engine = engine(&redis, &clock, RetryPolicy::default(), handler);
     let _ = me.set(engine.clone());
 
-    engine.schedule_at("y", t0 + 100).unwrap();
+    engine
+        .schedule_at("y", t0 + 100)
+        .and_then(|c| c.wait())
+        .unwrap();
     clock.advance(100 + TICK_MS);
     engine.tick();
     assert_eq!(engine.stats().delivered_total, 1);
@@ -323,10 +355,13 @@ fn stream_gets_each_fired_timer_once() {
         .workers(0)
         .tick(Duration::from_millis(TICK_MS))
         .journal(stream)
-        .try_build_fn(|_| Ok(()))
+        .build(|_: &Fired| Ok(()))
         .unwrap();
     for i in 0..10 {
-        engine.schedule_at(format!("z:{i}"), t0 + 100 + i).unwrap();
+        engine
+            .schedule_at(format!("z:{i}"), t0 + 100 + i)
+            .and_then(|c| c.wait())
+            .unwrap();
     }
     clock.advance(200);
     engine.tick();
@@ -377,25 +412,30 @@ fn journal_down_refuses_writes_and_keeps_firing() {
     let clock = ManualClock::new(t0);
     let (seen, handler) = recorder();
     let engine = engine(&redis, &clock, RetryPolicy::default(), handler);
-    engine.schedule_at("soon", t0 + 100).unwrap();
-    engine.schedule_at("later", t0 + 60_000).unwrap();
+    engine
+        .schedule_at("soon", t0 + 100)
+        .and_then(|c| c.wait())
+        .unwrap();
+    engine
+        .schedule_at("later", t0 + 60_000)
+        .and_then(|c| c.wait())
+        .unwrap();
 
     redis.stop();
     let journal = engine.journal().unwrap().clone();
     wait_until("the journal to notice", PATIENCE, || !journal.is_up());
     assert_eq!(
-        engine.schedule_at("new", t0 + 1000),
+        engine.schedule_at("new", t0 + 1000).and_then(|c| c.wait()),
         Err(ScheduleError::JournalUnavailable)
     );
     assert_eq!(engine.deadline("new"), None);
     assert_eq!(
-        engine.try_cancel("later"),
-        Err(ScheduleError::JournalUnavailable)
+        engine.cancel("later").err(),
+        Some(ScheduleError::JournalUnavailable)
     );
-    assert!(!engine.cancel("later"));
     assert_eq!(engine.deadline("later"), Some(t0 + 60_000));
     assert_eq!(engine.len(), 2);
-    assert!(engine.journal_stats().unwrap().refused_total >= 3);
+    assert!(engine.journal_stats().unwrap().refused_total >= 2);
 
     // Firing goes on; the removal waits for Redis.
     clock.advance(100 + TICK_MS);
@@ -410,7 +450,10 @@ fn journal_down_refuses_writes_and_keeps_firing() {
     });
     assert_eq!(score(&redis, "later"), Some(t0 + 60_000));
     assert_eq!(score(&redis, "new"), None);
-    engine.schedule_at("new", t0 + 1000).unwrap();
+    engine
+        .schedule_at("new", t0 + 1000)
+        .and_then(|c| c.wait())
+        .unwrap();
     assert_eq!(score(&redis, "new"), Some(t0 + 1000));
     engine.shutdown();
 }

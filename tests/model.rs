@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use timewheel::OrderId;
 use timewheel::model::{Config, Harness, IDS, Model, Op, T0, When};
-use timewheel::wheel::level::{MAX_TICKS, slot_width};
+use timewheel::wheel::geometry::{MAX_TICKS, slot_width};
 use timewheel::wheel::{AlreadyPending, Expired, TickMapping, Wheel};
 
 fn id() -> impl Strategy<Value = u8> {

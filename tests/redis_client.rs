@@ -12,10 +12,10 @@ mod util;
 
 use std::collections::{HashMap, HashSet};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisError, RedisResult, Value};
-use util::{TimewheelServer, wait_until};
+use util::{TimewheelServer, unix_ms, wait_until};
 
 /// Allowed difference between the test's clock and the server's.
 const CLOCK_SLACK_MS: i64 = 1_000;
@@ -24,10 +24,7 @@ const CLOCK_SLACK_MS: i64 = 1_000;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
+    unix_ms() as i64
 }
 
 fn url(server: &TimewheelServer) -> String {
@@ -159,10 +156,10 @@ fn commands_and_their_errors() {
     assert_eq!(
         redis::cmd("ADDAT")
             .arg("past")
-            .arg(1)
+            .arg(1_000_000_000_000u64)
             .query::<i64>(&mut con)
             .unwrap(),
-        1
+        1_000_000_000_000
     );
     wait_until("the past deadline to fire", READ_TIMEOUT, || {
         redis::cmd("PTTL")
@@ -204,6 +201,10 @@ fn commands_and_their_errors() {
     );
 
     // Errors are ordinary error results; the connection stays usable.
+    const BAD_ID: &str = "invalid id: an order id is 1 to 128 bytes of printable ASCII without spaces (0x21 to 0x7E)";
+    const DELAY: &str = "delay must be an integer number of milliseconds, or an integer with a \
+                         unit (ms, s, m, h, d), from 0 to 366 days (31622400000 ms); got";
+    let (soon, too_long) = (format!("{DELAY} 'soon'"), format!("{DELAY} '31622400001'"));
     let errors: Vec<(redis::Cmd, &str, &str)> = vec![
         (redis::cmd("FOO"), "ERR", "unknown command 'FOO'"),
         (
@@ -211,25 +212,17 @@ fn commands_and_their_errors() {
             "ERR",
             "wrong number of arguments for 'add' command",
         ),
-        (
-            redis::cmd("ADD").arg("x").arg("soon").clone(),
-            "ERR",
-            "value is not an integer or out of range",
-        ),
+        (redis::cmd("ADD").arg("x").arg("soon").clone(), "ERR", &soon),
         (
             redis::cmd("ADD").arg("x").arg(31_622_400_001u64).clone(),
             "ERR",
-            "value is not an integer or out of range",
+            &too_long,
         ),
-        (
-            redis::cmd("ADD").arg("a b").arg(5).clone(),
-            "ERR",
-            "invalid id",
-        ),
+        (redis::cmd("ADD").arg("a b").arg(5).clone(), "ERR", BAD_ID),
         (
             redis::cmd("CANCEL").arg("x".repeat(129)).clone(),
             "ERR",
-            "invalid id",
+            BAD_ID,
         ),
         (
             redis::cmd("SELECT").arg(1).clone(),
@@ -424,10 +417,10 @@ fn resp3_connection_gets_fired_timers_as_pushes() {
     // In RESP3 a subscribed connection runs any command.
     let at: i64 = redis::cmd("ADDAT")
         .arg("r3")
-        .arg(1)
+        .arg(1_000_000_000_000u64)
         .query(&mut con)
         .unwrap();
-    assert_eq!(at, 1);
+    assert_eq!(at, 1_000_000_000_000);
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut fired = Vec::new();
     while fired.is_empty() {

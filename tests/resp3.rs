@@ -6,7 +6,8 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use util::{Resp, RespConn, TimewheelServer};
+use util::wire::fired_push;
+use util::{Resp, RespConn, TimewheelServer, unix_ms};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -47,19 +48,8 @@ fn client_id(conn: &mut RespConn) -> i64 {
         .expect("CLIENT ID is an integer")
 }
 
-/// `message fired <id>` as a RESP3 push.
-fn fired_push(id: &str) -> String {
-    format!(
-        ">3\r\n$7\r\nmessage\r\n$5\r\nfired\r\n${}\r\n{id}\r\n",
-        id.len()
-    )
-}
-
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    unix_ms() as i64
 }
 
 #[test]
@@ -169,7 +159,7 @@ fn commands_after_hello_3() {
     assert_bytes(raw(&mut conn, &["PING", "hi"]), "$2\r\nhi\r\n");
     assert_bytes(raw(&mut conn, &["CLIENT", "GETNAME"]), "_\r\n");
     assert_bytes(
-        raw(&mut conn, &["ADD", "order:3", "soon"]),
+        raw(&mut conn, &["SELECT", "zero"]),
         "-ERR value is not an integer or out of range\r\n",
     );
 
@@ -419,7 +409,11 @@ fn redis_crate_speaks_resp3_and_receives_pushes() {
         .arg("soon")
         .query::<i64>(&mut con)
         .unwrap_err();
-    assert!(err.to_string().contains("not an integer"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("delay must be an integer number of milliseconds"),
+        "{err}"
+    );
 
     // Pushes go to the push sender; commands keep working while subscribed.
     let (tx, rx) = std::sync::mpsc::channel();

@@ -8,6 +8,8 @@
 //! Run: `cargo test --release --test stress` (also part of `cargo test`;
 //! about a second either way).
 
+mod util;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -16,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use timewheel::{Engine, Fired, ManualClock};
-
-/// How long any single wait may take before the test gives up.
-const PATIENCE: Duration = Duration::from_secs(20);
+use util::PATIENCE;
 
 struct Scenario {
     threads: usize,
@@ -73,7 +73,7 @@ fn run(s: Scenario) {
         .tick(Duration::from_millis(1))
         .workers(s.workers)
         .queue_capacity(s.queue_capacity)
-        .build_fn(move |fired| {
+        .build(move |fired: &Fired| {
             if fired.fired_ms < fired.deadline_ms {
                 seen.early.fetch_add(1, Ordering::Relaxed);
             }
@@ -83,7 +83,8 @@ fn run(s: Scenario) {
             }
             let _ = handled_tx.send(());
             Ok(())
-        });
+        })
+        .expect("build the engine");
 
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     for t in 0..s.threads {
@@ -168,7 +169,7 @@ fn schedule_and_cancel(
     let mut later: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut counts = Cancels::default();
     let cancel = |n: usize, counts: &mut Cancels| {
-        let won = engine.cancel(id(n));
+        let won = engine.cancel(id(n)).is_ok();
         if won {
             tally.cancelled[n].fetch_add(1, Ordering::Relaxed);
             counts.won += 1;
@@ -193,10 +194,14 @@ fn schedule_and_cancel(
         let delay_ms = rng.u64(0..20);
         if rng.u8(0..16) == 0 {
             let overdue = engine.now_ms() - rng.u64(0..10);
-            engine.schedule_at(id(n), overdue).unwrap();
+            engine
+                .schedule_at(id(n), overdue)
+                .and_then(|c| c.wait())
+                .unwrap();
         } else {
             engine
                 .schedule(id(n), Duration::from_millis(delay_ms))
+                .and_then(|c| c.wait())
                 .unwrap();
         }
         match rng.u8(0..8) {
@@ -290,10 +295,11 @@ fn overdue_timer_scheduled_during_an_empty_tick_still_fires() {
         .tick(Duration::from_millis(1))
         .manual_ticks()
         .workers(0)
-        .build_fn(move |fired| {
+        .build(move |fired: &Fired| {
             let _ = fired_tx.send(fired.id.to_string());
             Ok(())
-        });
+        })
+        .expect("build the engine");
     let overdue = engine.now_ms() - 1;
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let scheduler = {
@@ -301,7 +307,10 @@ fn overdue_timer_scheduled_during_an_empty_tick_still_fires() {
         std::thread::spawn(move || {
             let mut rng = fastrand::Rng::with_seed(7);
             for k in 0..ROUNDS {
-                engine.schedule_at(id(k), overdue).unwrap();
+                engine
+                    .schedule_at(id(k), overdue)
+                    .and_then(|c| c.wait())
+                    .unwrap();
                 match fired_rx.recv_timeout(Duration::from_secs(2)) {
                     Ok(fired) => assert_eq!(fired, id(k)),
                     Err(_) => {

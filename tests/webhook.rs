@@ -567,7 +567,7 @@ fn a_refused_connection_is_retried_until_the_endpoint_comes_up() {
 }
 
 #[test]
-fn webhook_and_stream_exclude_each_other_and_https_is_refused() {
+fn webhook_and_stream_exclude_each_other_and_other_schemes_are_refused() {
     let (status, stderr) = util::run_timewheel(
         &[
             "serve",
@@ -596,7 +596,7 @@ fn webhook_and_stream_exclude_each_other_and_https_is_refused() {
             "--bind",
             "127.0.0.1:0",
             "--webhook",
-            "https://shop.example/close",
+            "ftp://shop.example/close",
         ],
         &[],
     );
@@ -604,7 +604,7 @@ fn webhook_and_stream_exclude_each_other_and_https_is_refused() {
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with(
-            "Error: webhook URL \"https://shop.example/close\": only http:// is supported"
+            "Error: webhook URL \"ftp://shop.example/close\": expected http:// or https://"
         ),
         "{stderr}"
     );

@@ -42,9 +42,10 @@ pub fn counting_engine() -> (Engine, ManualClock, Arc<AtomicU64>) {
         .tick(Duration::from_millis(1000))
         .manual_ticks()
         .workers(0)
-        .build_fn(move |_| {
+        .build(move |_: &timewheel::Fired| {
             counter.fetch_add(1, Ordering::Relaxed);
             Ok(())
-        });
+        })
+        .expect("build the engine");
     (engine, clock, fired)
 }

@@ -15,21 +15,21 @@
 //!   taken while a shard lock is held, and no lock at all while a handler
 //!   runs.
 //! - A timer leaves its wheel exactly once: by `cancel` (which then returns
-//!   `true`), or by the ticker, which hands it to the pool. Whatever the
+//!   `Ok`), or by the ticker, which hands it to the pool. Whatever the
 //!   ticker took out is invoked: the hand-off blocks rather than drop when
 //!   the queue is full (back-pressure only delays the ticker; entries not
 //!   yet taken stay cancellable). So for every id, either `cancel` returned
-//!   `true` or the handler ran — never both, never neither.
+//!   `Ok` or the handler ran — never both, never neither.
 //! - Time comes only from the [`Clock`]; with a [`crate::ManualClock`] and
 //!   [`Builder::manual_ticks`], tests drive [`Engine::tick`] themselves.
 //! - With a [`Journal`], every change is queued to it under the shard
 //!   lock, before memory changes (so one id's writes reach Redis in the
 //!   order memory saw them), and is refused, changing nothing, while the
-//!   journal is down. The blocking calls return once Redis has the write;
-//!   the `_nowait` ones return an [`Ack`] to check later. A fired timer
+//!   journal is down. Every change returns a [`Change`]: wait on it, or
+//!   keep its [`Ack`] and check it later. A fired timer
 //!   leaves the journal only after its handler succeeded (or gave up).
 
-pub mod lag;
+mod lag;
 mod pool;
 mod shard;
 mod ticker;
@@ -45,26 +45,34 @@ use hashbrown::DefaultHashBuilder;
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
-use crate::handler::{Fired, FnHandler, Handler, HandlerResult, RetryPolicy};
-use crate::id::{InvalidId, OrderId};
+use crate::handler::{Fired, Handler, RetryPolicy};
+use crate::id::{IntoOrderId, InvalidId, OrderId};
 use crate::journal::{Ack, AckStatus, Journal, JournalError, JournalStats, Op, Unavailable};
 use crate::wheel::{TickMapping, Wheel};
 use lag::LagWindow;
 use pool::RetryQueue;
 use shard::{Shard, ShardGuard};
 
-/// Longest delay accepted: 366 days.
-pub const MAX_DELAY_MS: u64 = 366 * 24 * 60 * 60 * 1000;
+pub use crate::limits::{MAX_DELAY_DAYS, MAX_DELAY_MS};
 
 /// Number of wheel shards. A power of two well above the core count keeps
 /// two threads from contending for one shard most of the time.
+#[cfg(not(fuzzing))]
 pub const SHARDS: usize = 32;
+
+/// Number of wheel shards (fuzz build): two still exercise the ticker's
+/// skipping of idle shards, at a sixteenth of the cost of building an engine.
+#[cfg(fuzzing)]
+pub const SHARDS: usize = 2;
 
 /// Why a timer could not be scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleError {
     /// The id is pending; carries its current deadline (Unix ms).
-    AlreadyScheduled { deadline_ms: u64 },
+    AlreadyScheduled {
+        /// When the pending timer fires (Unix ms).
+        deadline_ms: u64,
+    },
     /// `reschedule` of an id that is not pending.
     NotScheduled,
     /// The id is empty, too long, or not printable ASCII.
@@ -85,7 +93,9 @@ impl std::fmt::Display for ScheduleError {
             }
             ScheduleError::NotScheduled => f.write_str("not scheduled"),
             ScheduleError::InvalidId => f.write_str("invalid id"),
-            ScheduleError::DelayTooLong => f.write_str("delay longer than 366 days"),
+            ScheduleError::DelayTooLong => {
+                write!(f, "delay longer than {MAX_DELAY_DAYS} days")
+            }
             ScheduleError::ShutDown => f.write_str("engine is shutting down"),
             ScheduleError::JournalUnavailable => {
                 f.write_str("journal unavailable: Redis is unreachable, nothing was changed")
@@ -108,6 +118,49 @@ impl From<InvalidId> for ScheduleError {
     }
 }
 
+/// A change the engine made in memory, and where its journal write
+/// stands. Without a journal it is durable at once. Either
+/// [`wait`](Change::wait) for Redis to have it, or take its [`Ack`] with
+/// [`into_parts`](Change::into_parts) and check [`Engine::ack_status`]
+/// later (an event loop does that). Until it is durable, do not tell
+/// anyone it happened: a crash could still undo it.
+#[must_use = "a change is acknowledged only once it is durable: wait for it or keep its ack"]
+#[derive(Debug)]
+pub struct Change<'e, T> {
+    value: T,
+    ack: Ack,
+    engine: &'e Engine,
+}
+
+impl<T> Change<'_, T> {
+    /// What the change did (the deadline it set, for a schedule).
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// The journal write to check with [`Engine::ack_status`].
+    pub fn ack(&self) -> Ack {
+        self.ack
+    }
+
+    /// Whether Redis already has it (always, without a journal).
+    pub fn is_durable(&self) -> bool {
+        self.engine.ack_status(self.ack) == AckStatus::Durable
+    }
+
+    /// Blocks until Redis has the write, then returns the value;
+    /// `Err` if the journal gave up on it (at shutdown, Redis still down).
+    pub fn wait(self) -> Result<T, ScheduleError> {
+        self.engine.wait_durable(self.ack)?;
+        Ok(self.value)
+    }
+
+    /// The value and the ack, for a caller that checks durability itself.
+    pub fn into_parts(self) -> (T, Ack) {
+        (self.value, self.ack)
+    }
+}
+
 /// A counter snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
@@ -115,7 +168,7 @@ pub struct Stats {
     pub pending: usize,
     /// Timers the wheel handed to the pool.
     pub fired_total: u64,
-    /// `cancel` calls that returned `true`.
+    /// `cancel` calls that succeeded.
     pub cancelled_total: u64,
     /// Handler attempts that failed and were scheduled again.
     pub retries_total: u64,
@@ -125,6 +178,7 @@ pub struct Stats {
     pub dead_letter_total: u64,
     /// Fired timers whose handler has not yet succeeded or given up.
     pub inflight: u64,
+    /// The tick length in milliseconds.
     pub tick_ms: u64,
     /// How long the oldest tick not yet processed has been due (0 when the
     /// ticker keeps up).
@@ -138,12 +192,17 @@ pub struct Stats {
 /// A timer that had not completed when the engine shut down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
+    /// The order id.
     pub id: OrderId,
+    /// When it was due (Unix ms).
     pub deadline_ms: u64,
     /// Attempts already made: 0 for a timer still in the wheel, more for
     /// one that fired and was waiting for a retry.
     pub attempts: u32,
 }
+
+/// The tick of an engine built without [`Builder::tick`].
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 
 /// Configures and starts an [`Engine`].
 pub struct Builder {
@@ -159,7 +218,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Builder {
         Builder {
-            tick: Duration::from_secs(1),
+            tick: DEFAULT_TICK,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue_capacity: 65_536,
             clock: Arc::new(SystemClock::new()),
@@ -228,48 +287,20 @@ impl Builder {
 
     /// Makes the engine durable: every change is written to `journal`
     /// before it is acknowledged, and the wheel is rebuilt from it when the
-    /// engine is built (see [`Builder::try_build`]).
+    /// engine is built (see [`Builder::build`]).
     pub fn journal(mut self, journal: Journal) -> Builder {
         self.journal = Some(journal);
         self
     }
 
-    /// Starts an engine whose close-order task is `handler`.
-    ///
-    /// # Panics
-    /// If a journal is set and cannot be read back; use
-    /// [`Builder::try_build_fn`] then.
-    pub fn build_fn<F>(self, handler: F) -> Engine
-    where
-        F: Fn(&Fired) -> HandlerResult + Send + Sync + 'static,
-    {
-        self.build(FnHandler(handler))
-    }
-
-    /// Starts an engine whose close-order task is `handler`.
-    ///
-    /// # Panics
-    /// If a journal is set and cannot be read back; use
-    /// [`Builder::try_build`] then.
-    pub fn build(self, handler: impl Handler) -> Engine {
-        self.try_build(handler)
-            .unwrap_or_else(|e| panic!("engine build failed: {e}"))
-    }
-
-    /// [`Builder::try_build`] for a closure.
-    pub fn try_build_fn<F>(self, handler: F) -> Result<Engine, JournalError>
-    where
-        F: Fn(&Fired) -> HandlerResult + Send + Sync + 'static,
-    {
-        self.try_build(FnHandler(handler))
-    }
-
-    /// Starts an engine whose close-order task is `handler`. With a
-    /// journal, first rebuilds the wheel from it: timers still to come go
-    /// back into the wheel; overdue ones are treated as already firing
-    /// (they go straight to the workers, oldest first, and `cancel` returns
-    /// `false` for them: the previous run may have delivered them).
-    pub fn try_build(self, handler: impl Handler) -> Result<Engine, JournalError> {
+    /// Starts an engine whose close-order task is `handler`: a closure
+    /// `Fn(&Fired) -> HandlerResult` or any [`Handler`]. With a journal,
+    /// first rebuilds the wheel from it: timers still to come go back into
+    /// the wheel; overdue ones are treated as already firing (they go
+    /// straight to the workers, oldest first, and `cancel` answers
+    /// [`ScheduleError::NotScheduled`] for them: the previous run may have
+    /// delivered them). Fails only if the journal cannot be read back.
+    pub fn build(self, handler: impl Handler) -> Result<Engine, JournalError> {
         let tick_ms = self.tick.as_millis().min(u64::MAX as u128) as u64;
         let now_ms = self.clock.now_ms();
         // Align ticks to whole multiples of the tick, so that with a 1 s tick
@@ -302,7 +333,10 @@ impl Builder {
             journal: self.journal,
         });
         if let Some(journal) = &shared.journal {
-            restore(&shared, journal)?;
+            // In cluster mode partitions are loaded as they are taken.
+            if !journal.is_cluster() {
+                restore(&shared, journal)?;
+            }
             journal.start();
         }
         let workers = (0..self.workers)
@@ -409,15 +443,20 @@ struct Threads {
 ///
 /// ```
 /// use std::time::Duration;
-/// let engine = timewheel::Engine::builder()
+/// use timewheel::{Engine, Fired};
+///
+/// let engine = Engine::builder()
 ///     .tick(Duration::from_millis(10))
-///     .build_fn(|fired| {
+///     .build(|fired: &Fired| {
 ///         println!("closing unpaid order {}", fired.id);
 ///         Ok(())
-///     });
-/// engine.schedule("order-42", Duration::from_secs(30 * 60)).unwrap();
-/// assert!(engine.cancel("order-42")); // paid in time
+///     })?;
+/// // Each change answers once it is durable (at once without a journal).
+/// let deadline_ms = engine.schedule("order-42", Duration::from_secs(30 * 60))?.wait()?;
+/// assert!(deadline_ms > engine.now_ms());
+/// engine.cancel("order-42")?.wait()?; // paid in time: it will never fire
 /// engine.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Engine {
@@ -435,12 +474,18 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// A [`Builder`] with the defaults: 1 s tick, one worker per core, no journal.
     pub fn builder() -> Builder {
         Builder::default()
     }
 
-    /// Schedules `id` to fire `delay` from now; returns the deadline (Unix ms).
-    pub fn schedule(&self, id: impl AsRef<[u8]>, delay: Duration) -> Result<u64, ScheduleError> {
+    /// Schedules `id` to fire `delay` from now; the change's value is the
+    /// deadline (Unix ms).
+    pub fn schedule(
+        &self,
+        id: impl IntoOrderId,
+        delay: Duration,
+    ) -> Result<Change<'_, u64>, ScheduleError> {
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         if delay_ms > MAX_DELAY_MS {
             return Err(ScheduleError::DelayTooLong);
@@ -449,26 +494,14 @@ impl Engine {
     }
 
     /// Schedules `id` to fire at `deadline_ms` (Unix ms); a deadline already
-    /// passed fires at the next tick. Returns the deadline. With a journal,
-    /// returns once Redis has the write.
+    /// passed fires at the next tick. The change's value is the deadline.
+    /// [`ScheduleError::AlreadyScheduled`] if `id` is pending.
     pub fn schedule_at(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         deadline_ms: u64,
-    ) -> Result<u64, ScheduleError> {
-        let (deadline_ms, ack) = self.schedule_at_nowait(id, deadline_ms)?;
-        self.wait_durable(ack)?;
-        Ok(deadline_ms)
-    }
-
-    /// [`Engine::schedule_at`] without waiting for the journal: the timer
-    /// is in memory; the [`Ack`] tells when Redis has it too.
-    pub fn schedule_at_nowait(
-        &self,
-        id: impl AsRef<[u8]>,
-        deadline_ms: u64,
-    ) -> Result<(u64, Ack), ScheduleError> {
-        let id = self.checked(id.as_ref(), deadline_ms)?;
+    ) -> Result<Change<'_, u64>, ScheduleError> {
+        let id = self.checked(id, deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
         // With a journal, refuse a duplicate before it is written to Redis.
         if self.shared.journal.is_some()
@@ -480,47 +513,38 @@ impl Engine {
         }
         let ack = self.journal_put(&id, deadline_ms)?;
         match wheel.insert_hashed(hash, id, deadline_ms) {
-            Ok(()) => Ok((deadline_ms, ack)),
+            Ok(()) => Ok(self.change(deadline_ms, ack)),
             Err(existing) => Err(ScheduleError::AlreadyScheduled {
                 deadline_ms: existing.deadline_ms,
             }),
         }
     }
 
-    /// Moves a pending timer to `deadline_ms`; returns the new deadline.
+    /// Moves a pending timer to `deadline_ms`; the change's value is the
+    /// new deadline. [`ScheduleError::NotScheduled`] if `id` is not pending.
     pub fn reschedule_at(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         deadline_ms: u64,
-    ) -> Result<u64, ScheduleError> {
-        let id = self.checked(id.as_ref(), deadline_ms)?;
-        let ack = {
-            let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
-            if wheel.get_hashed(hash, id.as_bytes()).is_none() {
-                return Err(ScheduleError::NotScheduled);
-            }
-            let ack = self.journal_put(&id, deadline_ms)?;
-            wheel.set_deadline_hashed(hash, id.as_bytes(), deadline_ms);
-            ack
-        };
-        self.wait_durable(ack)?;
-        Ok(deadline_ms)
+    ) -> Result<Change<'_, u64>, ScheduleError> {
+        let id = self.checked(id, deadline_ms)?;
+        let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
+        if wheel.get_hashed(hash, id.as_bytes()).is_none() {
+            return Err(ScheduleError::NotScheduled);
+        }
+        let ack = self.journal_put(&id, deadline_ms)?;
+        wheel.set_deadline_hashed(hash, id.as_bytes(), deadline_ms);
+        Ok(self.change(deadline_ms, ack))
     }
 
-    /// Schedules `id`, or moves it if it is pending (Redis `ZADD` semantics).
-    pub fn upsert_at(&self, id: impl AsRef<[u8]>, deadline_ms: u64) -> Result<u64, ScheduleError> {
-        let (deadline_ms, ack) = self.upsert_at_nowait(id, deadline_ms)?;
-        self.wait_durable(ack)?;
-        Ok(deadline_ms)
-    }
-
-    /// [`Engine::upsert_at`] without waiting for the journal.
-    pub fn upsert_at_nowait(
+    /// Schedules `id`, or moves it if it is pending (Redis `ZADD`
+    /// semantics); the change's value is the deadline.
+    pub fn upsert_at(
         &self,
-        id: impl AsRef<[u8]>,
+        id: impl IntoOrderId,
         deadline_ms: u64,
-    ) -> Result<(u64, Ack), ScheduleError> {
-        let id = self.checked(id.as_ref(), deadline_ms)?;
+    ) -> Result<Change<'_, u64>, ScheduleError> {
+        let id = self.checked(id, deadline_ms)?;
         let (mut wheel, hash) = self.open_shard(id.as_bytes())?;
         let ack = self.journal_put(&id, deadline_ms)?;
         if wheel
@@ -530,43 +554,22 @@ impl Engine {
             let inserted = wheel.insert_hashed(hash, id, deadline_ms);
             debug_assert!(inserted.is_ok(), "upsert: insert after miss failed");
         }
-        Ok((deadline_ms, ack))
+        Ok(self.change(deadline_ms, ack))
     }
 
-    /// Cancels a pending timer. `true` means it was pending and its handler
-    /// will never run; `false` means it was unknown, or has already been
-    /// handed to the workers. With a journal that is down, the timer stays
-    /// and `false` is returned (it will fire); [`Engine::try_cancel`] tells
-    /// that case apart.
-    pub fn cancel(&self, id: impl AsRef<[u8]>) -> bool {
-        match self.try_cancel(id) {
-            Ok(cancelled) => cancelled,
-            Err(error) => {
-                tracing::warn!(%error, "cancel refused; the timer stays pending");
-                false
-            }
-        }
-    }
-
-    /// [`Engine::cancel`], with `Err` when the journal refused the write
-    /// (nothing changed) or could not confirm it before shutdown.
-    pub fn try_cancel(&self, id: impl AsRef<[u8]>) -> Result<bool, ScheduleError> {
-        let (cancelled, ack) = self.cancel_nowait(id)?;
-        self.wait_durable(ack)?;
-        Ok(cancelled)
-    }
-
-    /// [`Engine::try_cancel`] without waiting for the journal: the timer
-    /// is out of memory (it will not fire here); the [`Ack`] tells when
-    /// Redis has forgotten it too.
-    pub fn cancel_nowait(&self, id: impl AsRef<[u8]>) -> Result<(bool, Ack), ScheduleError> {
+    /// Cancels a pending timer: once this returns `Ok`, its handler will
+    /// never run (and once the change is durable, no later process loads
+    /// it). [`ScheduleError::NotScheduled`]: it was unknown, or has already
+    /// been handed to the workers, so it is firing or has fired.
+    /// [`ScheduleError::JournalUnavailable`]: nothing changed, it will fire.
+    pub fn cancel(&self, id: impl AsRef<[u8]>) -> Result<Change<'_, ()>, ScheduleError> {
         let id = id.as_ref();
         let (shard, hash) = self.shared.shard(id);
         let mut wheel = shard.lock();
         let mut ack = Ack::DURABLE;
         if let Some(journal) = &self.shared.journal {
             if wheel.get_hashed(hash, id).is_none() {
-                return Ok((false, ack));
+                return Err(ScheduleError::NotScheduled);
             }
             let Ok(id) = OrderId::new(id) else {
                 unreachable!("a pending id is valid");
@@ -576,11 +579,74 @@ impl Engine {
         // The wheel counts what it removed, under the lock already held: an
         // engine-wide atomic here would be one more locked instruction per
         // cancel, on a cache line that every core writes.
-        let removed = wheel.remove_hashed(hash, id);
-        Ok((removed, ack))
+        if wheel.remove_hashed(hash, id) {
+            Ok(self.change((), ack))
+        } else {
+            Err(ScheduleError::NotScheduled)
+        }
     }
 
-    /// Where a write made by a `_nowait` call stands.
+    /// Loads timers read back from the journal (cluster mode: a partition
+    /// just taken). Timers still to come go into the wheel; overdue ones
+    /// are treated as already firing, as after a restart (they go to the
+    /// workers, oldest first, and cannot be cancelled: the previous owner
+    /// may have delivered them). An id already pending here keeps its
+    /// deadline. Returns how many were overdue.
+    pub fn load(&self, entries: impl IntoIterator<Item = (OrderId, u64)>) -> u64 {
+        let now_ms = self.now_ms();
+        let latest = now_ms.saturating_add(MAX_DELAY_MS);
+        let mut overdue = 0;
+        for (id, deadline_ms) in entries {
+            if deadline_ms <= now_ms {
+                overdue += 1;
+                self.shared.retries.push(
+                    deadline_ms,
+                    Fired {
+                        id,
+                        deadline_ms,
+                        fired_ms: now_ms,
+                        attempt: 1,
+                    },
+                );
+            } else {
+                let Ok((mut wheel, hash)) = self.open_shard(id.as_bytes()) else {
+                    break;
+                };
+                let _ = wheel.insert_hashed(hash, id, deadline_ms.min(latest));
+            }
+        }
+        let c = &self.shared.counters;
+        c.fired.fetch_add(overdue, Ordering::Relaxed);
+        c.inflight.fetch_add(overdue, Ordering::Relaxed);
+        overdue
+    }
+
+    /// Forgets every timer whose id matches `pred` (cluster mode: the
+    /// partitions this node stopped owning), pending or waiting for a
+    /// retry; their new owner fires them. A handler already running still
+    /// finishes. Returns how many were forgotten.
+    pub fn forget_where(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
+        let mut forgotten = 0;
+        for shard in self.shared.shards.iter() {
+            forgotten += shard.lock().remove_where(&pred).len();
+        }
+        let retries = self.shared.retries.remove_where(&pred);
+        self.shared
+            .counters
+            .inflight
+            .fetch_sub(retries as u64, Ordering::Relaxed);
+        forgotten + retries
+    }
+
+    fn change<T>(&self, value: T, ack: Ack) -> Change<'_, T> {
+        Change {
+            value,
+            ack,
+            engine: self,
+        }
+    }
+
+    /// Where the journal write behind `ack` (from [`Change::ack`]) stands.
     pub fn ack_status(&self, ack: Ack) -> AckStatus {
         match &self.shared.journal {
             Some(journal) => journal.status(ack),
@@ -589,7 +655,7 @@ impl Engine {
     }
 
     /// Blocks until the write behind `ack` is in Redis.
-    pub fn wait_durable(&self, ack: Ack) -> Result<(), ScheduleError> {
+    fn wait_durable(&self, ack: Ack) -> Result<(), ScheduleError> {
         match &self.shared.journal {
             Some(journal) if ack != Ack::DURABLE => Ok(journal.wait(ack)?),
             _ => Ok(()),
@@ -605,10 +671,12 @@ impl Engine {
         }
     }
 
+    /// The journal, if the engine is durable.
     pub fn journal(&self) -> Option<&Journal> {
         self.shared.journal.as_ref()
     }
 
+    /// The journal's health and counters, if the engine is durable.
     pub fn journal_stats(&self) -> Option<JournalStats> {
         self.shared.journal.as_ref().map(Journal::stats)
     }
@@ -636,6 +704,7 @@ impl Engine {
         self.shared.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// Whether no timer is pending.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -645,10 +714,12 @@ impl Engine {
         self.shared.clock.now_ms()
     }
 
+    /// The tick length in milliseconds.
     pub fn tick_ms(&self) -> u64 {
         self.shared.ticks.tick_ms
     }
 
+    /// A snapshot of the counters `INFO` and `/metrics` show.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
         let (mut pending, mut cancelled_total) = (0, 0);
@@ -743,11 +814,11 @@ impl Engine {
         Ok((wheel, hash))
     }
 
-    fn checked(&self, id: &[u8], deadline_ms: u64) -> Result<OrderId, ScheduleError> {
+    fn checked(&self, id: impl IntoOrderId, deadline_ms: u64) -> Result<OrderId, ScheduleError> {
         if self.shared.shut_down.load(Ordering::Relaxed) {
             return Err(ScheduleError::ShutDown);
         }
-        let id = OrderId::new(id)?;
+        let id = id.into_order_id()?;
         if deadline_ms > self.now_ms().saturating_add(MAX_DELAY_MS) {
             return Err(ScheduleError::DelayTooLong);
         }

@@ -138,6 +138,14 @@ impl RetryQueue {
         due
     }
 
+    /// Drops the retries whose id matches `pred`; returns how many.
+    pub(super) fn remove_where(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
+        let mut heap = self.heap.lock();
+        let before = heap.len();
+        heap.retain(|r| !pred(r.0.fired.id.as_bytes()));
+        before - heap.len()
+    }
+
     pub(super) fn drain(&self) -> Vec<Fired> {
         let mut heap = self.heap.lock();
         std::mem::take(&mut *heap)

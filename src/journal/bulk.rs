@@ -5,15 +5,17 @@
 //! rebuild (1M timers: 2.6 s through redis-rs, 1.0 s for Redis itself).
 //! This reads the flat array of bulk strings straight into
 //! `(member, deadline)` pairs. It opens its own connection from the same
-//! URL (TCP or Unix socket), authenticates and selects the database, and
+//! URL (TCP, TLS or Unix socket), authenticates and selects the database, and
 //! is used only while rebuilding; everything else goes through redis-rs.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo};
+use rustls::pki_types::ServerName;
 
 /// Longest bulk string accepted: a member is an order id (128 bytes at
 /// most, longer ones are read and then skipped as invalid); a score is a
@@ -29,8 +31,24 @@ pub(super) struct BulkReader {
 }
 
 impl BulkReader {
-    pub(super) fn connect(info: &ConnectionInfo, timeout: Duration) -> io::Result<BulkReader> {
+    /// `tls`: the client configuration for a `rediss://` URL.
+    pub(super) fn connect(
+        info: &ConnectionInfo,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> io::Result<BulkReader> {
         let stream: Box<dyn Stream> = match info.addr() {
+            ConnectionAddr::TcpTls { host, port, .. } => {
+                let tls = tls.ok_or_else(|| io::Error::other("rediss:// without a TLS setup"))?;
+                let name = ServerName::try_from(host.clone()).map_err(io::Error::other)?;
+                let connection =
+                    rustls::ClientConnection::new(tls, name).map_err(io::Error::other)?;
+                let stream = TcpStream::connect((host.as_str(), *port))?;
+                stream.set_read_timeout(Some(timeout))?;
+                stream.set_write_timeout(Some(timeout))?;
+                stream.set_nodelay(true)?;
+                Box::new(rustls::StreamOwned::new(connection, stream))
+            }
             ConnectionAddr::Tcp(host, port) => {
                 let stream = TcpStream::connect((host.as_str(), *port))?;
                 stream.set_read_timeout(Some(timeout))?;

@@ -27,12 +27,22 @@
 //! - A delivered order is removed only if its score still equals the
 //!   deadline that fired, so a later `ADD` of the same id survives.
 //! - The writer never takes an engine lock.
+//! - A `rediss://` URL is TLS on every connection, the rebuild's too
+//!   ([`RedisTls`]); the server's certificate is always verified.
+//! - In cluster mode ([`Journal::connect_cluster`]) each write is tagged,
+//!   when it is queued, with the epoch under which this node holds the
+//!   id's partition, and is sent inside that partition's fenced script
+//!   ([`crate::cluster::scripts::APPLY`]): if the epoch moved, Redis
+//!   changes nothing, the write is answered [`AckStatus::Fenced`], and the
+//!   partition is reported lost. A client write for a partition this node
+//!   does not serve is refused before anything changes.
 
 mod bulk;
 mod restore;
 mod writer;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -40,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::cluster::Ownership;
 use crate::id::OrderId;
 
 pub use restore::{Restored, RestoredEntry};
@@ -47,8 +58,10 @@ pub use restore::{Restored, RestoredEntry};
 /// Where the journal lives and how patient it is.
 #[derive(Debug, Clone)]
 pub struct JournalConfig {
-    /// `redis://[:password@]host:port/db`.
+    /// `redis://[:password@]host:port/db`, or `rediss://...` for TLS.
     pub url: String,
+    /// Certificates for a `rediss://` URL.
+    pub tls: RedisTls,
     /// Prefix of every key the journal writes (default `tw:`).
     pub key_prefix: String,
     /// How long to keep trying to reach Redis at start before giving up.
@@ -63,15 +76,71 @@ pub struct JournalConfig {
 }
 
 impl JournalConfig {
+    /// The defaults for `url`: prefix `tw:`, 30 s to connect, 5 s per
+    /// reply, 5 s of shutdown grace, no stream.
     pub fn new(url: impl Into<String>) -> JournalConfig {
         JournalConfig {
             url: url.into(),
+            tls: RedisTls::default(),
             key_prefix: "tw:".into(),
             connect_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             stream: None,
         }
+    }
+}
+
+/// TLS settings for a `rediss://` journal URL. With neither set, the
+/// server's certificate is checked against the system's CA certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM CA certificate(s) to trust instead of the system's.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate and key, for a Redis with `tls-auth-clients yes`.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl RedisTls {
+    fn is_set(&self) -> bool {
+        self.ca_cert.is_some() || self.identity.is_some()
+    }
+
+    /// The redis crate's form of these files (PEM bytes).
+    fn certificates(&self) -> Result<redis::TlsCertificates, crate::tls::TlsError> {
+        let client_tls = match &self.identity {
+            Some((cert, key)) => {
+                // Parse now, for an error that names the file.
+                crate::tls::load_certs(cert)?;
+                crate::tls::load_key(key)?;
+                Some(redis::ClientTlsConfig {
+                    client_cert: crate::tls::read(cert)?,
+                    client_key: crate::tls::read(key)?,
+                })
+            }
+            None => None,
+        };
+        let root_cert = match &self.ca_cert {
+            Some(ca) => {
+                crate::tls::load_roots(ca)?;
+                Some(crate::tls::read(ca)?)
+            }
+            None => None,
+        };
+        Ok(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    }
+
+    /// The rebuild connection's configuration (it speaks TLS itself).
+    fn client_config(&self) -> Result<rustls::ClientConfig, crate::tls::TlsError> {
+        crate::tls::client_config(
+            self.ca_cert.as_deref(),
+            self.identity
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+        )
     }
 }
 
@@ -99,8 +168,15 @@ pub fn redacted(url: &str) -> String {
 pub enum JournalError {
     /// The URL does not parse.
     BadUrl(String),
+    /// A certificate file for `rediss://` could not be used.
+    Tls(String),
     /// Redis could not be reached within the connect timeout.
-    Unreachable { url: String, error: String },
+    Unreachable {
+        /// The URL, password masked.
+        url: String,
+        /// The last connection error.
+        error: String,
+    },
     /// Redis answered something the journal cannot use.
     Redis(String),
 }
@@ -109,6 +185,7 @@ impl std::fmt::Display for JournalError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             JournalError::BadUrl(e) => write!(f, "journal: bad Redis URL: {e}"),
+            JournalError::Tls(e) => write!(f, "journal: TLS: {e}"),
             JournalError::Unreachable { url, error } => {
                 write!(f, "journal: Redis at {url} is unreachable: {error}")
             }
@@ -143,6 +220,9 @@ pub enum AckStatus {
     Waiting,
     /// Shutdown gave up on it: it is not known to be in Redis.
     Failed,
+    /// Cluster mode: the partition's epoch moved before it was written (the
+    /// partition has a new owner): Redis did not take it.
+    Fenced,
 }
 
 /// One journal write.
@@ -195,6 +275,7 @@ impl Keys {
 /// Counters shown by `INFO`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalStats {
+    /// Redis is reachable and writes are accepted.
     pub up: bool,
     /// Writes queued or in flight.
     pub backlog: usize,
@@ -206,9 +287,14 @@ pub struct JournalStats {
     pub errors_total: u64,
     /// Client writes refused while down.
     pub refused_total: u64,
+    /// Cluster mode: writes Redis refused because the partition's epoch
+    /// had moved (fencing).
+    pub fenced_total: u64,
+    /// Times the writer reconnected after losing Redis.
     pub reconnects_total: u64,
     /// Seconds the journal has been down (0 when up).
     pub down_for_s: u64,
+    /// What the rebuild at start found.
     pub restored: Restored,
 }
 
@@ -217,6 +303,9 @@ type Listener = Box<dyn Fn() + Send + Sync>;
 /// The queue between the engine and the writer.
 struct QueueState {
     ops: VecDeque<Op>,
+    /// Cluster mode: the partition epoch of each op in `ops` (empty
+    /// otherwise).
+    epochs: VecDeque<u64>,
     /// Sequence number of `ops[0]`.
     head_seq: u64,
     up: bool,
@@ -243,7 +332,14 @@ pub(crate) struct Inner {
     /// Set by restore; the writer takes it over.
     connection: Mutex<Option<redis::Connection>>,
     client: redis::Client,
+    /// For the rebuild's own connection, with a `rediss://` URL.
+    rebuild_tls: Option<Arc<rustls::ClientConfig>>,
     stopping: AtomicBool,
+    /// Cluster mode: who holds which partition under which epoch.
+    ownership: Option<Arc<Ownership>>,
+    /// Cluster mode: sequence numbers of writes Redis fenced off.
+    fenced: Mutex<hashbrown::HashSet<u64>>,
+    any_fenced: AtomicBool,
 }
 
 #[derive(Default)]
@@ -253,6 +349,7 @@ struct Counters {
     errors: AtomicU64,
     refused: AtomicU64,
     reconnects: AtomicU64,
+    fenced: AtomicU64,
 }
 
 /// A handle on the journal. Cheap to clone.
@@ -275,8 +372,50 @@ impl Journal {
     /// Connects to Redis, retrying with backoff (and a log line per try)
     /// until `config.connect_timeout` has passed.
     pub fn connect(config: JournalConfig) -> Result<Journal, JournalError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| JournalError::BadUrl(e.to_string()))?;
+        Journal::open(config, None)
+    }
+
+    /// [`Journal::connect`] for cluster mode: writes go to the partition
+    /// keys of `ownership`'s layout, each fenced by the partition's epoch.
+    /// There is no rebuild at start: partitions are loaded as they are
+    /// taken ([`crate::cluster`]).
+    pub fn connect_cluster(
+        config: JournalConfig,
+        ownership: Arc<Ownership>,
+    ) -> Result<Journal, JournalError> {
+        Journal::open(config, Some(ownership))
+    }
+
+    fn open(
+        config: JournalConfig,
+        ownership: Option<Arc<Ownership>>,
+    ) -> Result<Journal, JournalError> {
+        let tls_url = config.url.starts_with("rediss://");
+        if config.tls.is_set() && !tls_url {
+            return Err(JournalError::BadUrl(format!(
+                "{}: certificates were given, but the URL is not rediss://",
+                redacted(&config.url)
+            )));
+        }
+        let client = if config.tls.is_set() {
+            let certificates = config
+                .tls
+                .certificates()
+                .map_err(|e| JournalError::Tls(e.to_string()))?;
+            redis::Client::build_with_tls(config.url.as_str(), certificates)
+        } else {
+            redis::Client::open(config.url.as_str())
+        }
+        .map_err(|e| JournalError::BadUrl(e.to_string()))?;
+        let rebuild_tls = if tls_url {
+            let tls = config
+                .tls
+                .client_config()
+                .map_err(|e| JournalError::Tls(e.to_string()))?;
+            Some(Arc::new(tls))
+        } else {
+            None
+        };
         let started = Instant::now();
         let mut wait = Duration::from_millis(100);
         let connection = loop {
@@ -310,6 +449,7 @@ impl Journal {
                 keys,
                 queue: Mutex::new(QueueState {
                     ops: VecDeque::new(),
+                    epochs: VecDeque::new(),
                     head_seq: 1,
                     up: true,
                     closed: false,
@@ -325,7 +465,11 @@ impl Journal {
                 restored: Mutex::new(Restored::default()),
                 connection: Mutex::new(Some(connection)),
                 client,
+                rebuild_tls,
                 stopping: AtomicBool::new(false),
+                ownership,
+                fenced: Mutex::new(hashbrown::HashSet::new()),
+                any_fenced: AtomicBool::new(false),
             }),
             writer: Arc::new(Mutex::new(None)),
         })
@@ -346,6 +490,7 @@ impl Journal {
         let restored = restore::run(
             connection,
             self.inner.client.get_connection_info(),
+            self.inner.rebuild_tls.clone(),
             self.inner.config.io_timeout,
             &self.inner.keys,
             now_ms,
@@ -393,7 +538,30 @@ impl Journal {
             self.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Unavailable);
         }
-        Ok(enqueue(&self.inner, &mut queue, op))
+        let epoch = match &self.inner.ownership {
+            Some(ownership) => match ownership.write_epoch(op.id().as_bytes()) {
+                Some(epoch) => Some(epoch),
+                None => {
+                    drop(queue);
+                    self.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(Unavailable);
+                }
+            },
+            None => None,
+        };
+        Ok(enqueue(&self.inner, &mut queue, op, epoch))
+    }
+
+    /// Whether this journal runs in cluster mode.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.ownership.is_some()
+    }
+
+    /// The place of the last write queued: once it is no longer
+    /// [`AckStatus::Waiting`], so is every write queued before it.
+    pub fn tail(&self) -> Ack {
+        let queue = self.inner.queue.lock();
+        Ack(queue.head_seq + queue.ops.len() as u64 - 1)
     }
 
     /// Settles a fired order whose close-order task succeeded: with a
@@ -422,7 +590,24 @@ impl Journal {
 
     /// Queues a removal of a delivered or dead-lettered order. Never
     /// refused: while Redis is down it waits in the queue for reconnect.
+    ///
+    /// In cluster mode, a removal for a partition this node no longer holds
+    /// is dropped: the order is still in the partition's `due` set, and its
+    /// new owner fires it (at least once across failovers).
     pub(crate) fn push_always(&self, op: Op) {
+        let epoch = match &self.inner.ownership {
+            Some(ownership) => match ownership.settle_epoch(op.id().as_bytes()) {
+                Some(epoch) => Some(epoch),
+                None => {
+                    tracing::debug!(
+                        ?op,
+                        "journal: partition no longer held; its new owner fires this order"
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
         let mut queue = self.inner.queue.lock();
         if queue.closed {
             drop(queue);
@@ -432,11 +617,16 @@ impl Journal {
             );
             return;
         }
-        enqueue(&self.inner, &mut queue, op);
+        enqueue(&self.inner, &mut queue, op, epoch);
     }
 
+    /// Where the write `ack` stands.
     pub fn status(&self, ack: Ack) -> AckStatus {
-        if ack.0 <= self.inner.acked.load(Ordering::Acquire) {
+        if self.inner.any_fenced.load(Ordering::Acquire)
+            && self.inner.fenced.lock().contains(&ack.0)
+        {
+            AckStatus::Fenced
+        } else if ack.0 <= self.inner.acked.load(Ordering::Acquire) {
             AckStatus::Durable
         } else if ack.0 >= self.inner.failed_from.load(Ordering::Acquire) {
             AckStatus::Failed
@@ -451,7 +641,7 @@ impl Journal {
         loop {
             match self.status(ack) {
                 AckStatus::Durable => return Ok(()),
-                AckStatus::Failed => return Err(Unavailable),
+                AckStatus::Failed | AckStatus::Fenced => return Err(Unavailable),
                 AckStatus::Waiting => self.inner.acked_cv.wait(&mut guard),
             }
         }
@@ -463,10 +653,12 @@ impl Journal {
         self.inner.listeners.lock().push(Box::new(listener));
     }
 
+    /// Whether Redis is reachable and writes are accepted.
     pub fn is_up(&self) -> bool {
         self.inner.queue.lock().up
     }
 
+    /// Health and counters, for `INFO` and `/metrics`.
     pub fn stats(&self) -> JournalStats {
         let (up, backlog) = {
             let queue = self.inner.queue.lock();
@@ -481,6 +673,7 @@ impl Journal {
             batches_total: load(&c.batches),
             errors_total: load(&c.errors),
             refused_total: load(&c.refused),
+            fenced_total: load(&c.fenced),
             reconnects_total: load(&c.reconnects),
             down_for_s: self
                 .inner
@@ -503,13 +696,22 @@ impl Journal {
         &self.inner.keys.due
     }
 
+    /// The settings it was opened with.
     pub fn config(&self) -> &JournalConfig {
         &self.inner.config
     }
 }
 
-fn enqueue(inner: &Inner, queue: &mut QueueState, op: Op) -> Ack {
+fn enqueue(inner: &Inner, queue: &mut QueueState, op: Op, epoch: Option<u64>) -> Ack {
+    debug_assert_eq!(
+        epoch.is_some(),
+        inner.ownership.is_some(),
+        "epoch={epoch:?}: cluster writes carry an epoch, single-node ones none"
+    );
     queue.ops.push_back(op);
+    if let Some(epoch) = epoch {
+        queue.epochs.push_back(epoch);
+    }
     let seq = queue.head_seq + queue.ops.len() as u64 - 1;
     if queue.ops.len() == 1 {
         inner.work.notify_one();
@@ -517,7 +719,36 @@ fn enqueue(inner: &Inner, queue: &mut QueueState, op: Op) -> Ack {
     Ack(seq)
 }
 
+impl Op {
+    pub(crate) fn id(&self) -> &OrderId {
+        match self {
+            Op::Put { id, .. }
+            | Op::Cancel { id }
+            | Op::Done { id, .. }
+            | Op::Deliver { id, .. }
+            | Op::Dead { id, .. } => id,
+        }
+    }
+}
+
 impl Inner {
+    /// Records that Redis fenced off the writes `seqs` (before they are
+    /// published as acked).
+    fn fenced_off(&self, seqs: impl IntoIterator<Item = u64>) {
+        let mut fenced = self.fenced.lock();
+        let before = fenced.len();
+        fenced.extend(seqs);
+        self.counters
+            .fenced
+            .fetch_add((fenced.len() - before) as u64, Ordering::Relaxed);
+        // Forget answers nobody can still be waiting for.
+        if fenced.len() > 100_000 {
+            let floor = self.acked.load(Ordering::Relaxed).saturating_sub(1 << 20);
+            fenced.retain(|&s| s >= floor);
+        }
+        self.any_fenced.store(true, Ordering::Release);
+    }
+
     /// Publishes that every write up to `seq` is durable.
     fn acked_up_to(&self, seq: u64) {
         self.acked.store(seq, Ordering::Release);

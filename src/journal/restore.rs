@@ -28,13 +28,16 @@ pub struct Restored {
     pub refired: u64,
     /// Members that are not valid order ids (skipped, left in Redis).
     pub invalid: u64,
+    /// How long the rebuild took.
     pub elapsed_ms: u64,
 }
 
 /// One entry of the due set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoredEntry {
+    /// The order id.
     pub id: OrderId,
+    /// Its deadline (Unix ms).
     pub deadline_ms: u64,
     /// The deadline is at or before the rebuild's start.
     pub overdue: bool,
@@ -43,6 +46,7 @@ pub struct RestoredEntry {
 pub(super) fn run(
     connection: &mut Connection,
     info: &redis::ConnectionInfo,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     io_timeout: Duration,
     keys: &Keys,
     now_ms: u64,
@@ -74,7 +78,7 @@ pub(super) fn run(
     let (chunks_tx, chunks_rx) = crossbeam_channel::bounded::<Vec<(Vec<u8>, u64)>>(2);
     std::thread::scope(|scope| {
         let fetcher = scope.spawn(move || {
-            let mut reader = BulkReader::connect(info, io_timeout)
+            let mut reader = BulkReader::connect(info, tls, io_timeout)
                 .map_err(|e| JournalError::Redis(format!("rebuild connection: {e}")))?;
             fetch(&mut reader, keys, expected, chunks_tx)
         });

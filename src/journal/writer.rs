@@ -7,8 +7,15 @@
 //! the batch grows with the load and a round trip is paid per batch, not
 //! per write. A failed round trip drops the connection, marks the journal
 //! down, and retries the same batch with backoff until Redis is back.
+//!
+//! In cluster mode a batch is split by partition (a stable split: one id's
+//! writes keep their order, and writes to different ids commute), and each
+//! partition's run goes in one call of the fenced script
+//! ([`crate::cluster::scripts::APPLY`]) with the epoch it was queued under.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::unix_ms;
 
 use redis::{Connection, Pipeline, Script, Value};
 
@@ -85,6 +92,15 @@ struct Scripts {
     done: Script,
     deliver: Script,
     dead: Script,
+    apply: Script,
+}
+
+/// Cluster mode: one script call of a batch: which writes it carries.
+struct Run {
+    partition: u16,
+    epoch: u64,
+    /// Indices into the batch.
+    writes: Vec<usize>,
 }
 
 pub(super) fn run(inner: &Inner) {
@@ -92,14 +108,17 @@ pub(super) fn run(inner: &Inner) {
         done: Script::new(DONE_LUA),
         deliver: Script::new(DELIVER_LUA),
         dead: Script::new(DEAD_LUA),
+        apply: Script::new(crate::cluster::scripts::APPLY),
     };
+    let mut epochs: Vec<u64> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     let mut connection = inner.connection.lock().take();
     let mut scripts_loaded = false;
     let mut last_heartbeat: Option<Instant> = None;
     let mut batch: Vec<Op> = Vec::new();
     let mut pipe = redis::pipe();
     loop {
-        let (first_seq, closing) = take(inner, &mut batch, last_heartbeat);
+        let (first_seq, closing) = take(inner, &mut batch, &mut epochs, last_heartbeat);
         let heartbeat_due = last_heartbeat.is_none_or(|t| t.elapsed() >= HEARTBEAT);
         if batch.is_empty() && (closing || !heartbeat_due) {
             if closing {
@@ -118,6 +137,9 @@ pub(super) fn run(inner: &Inner) {
                 &scripts,
                 &mut pipe,
                 &batch,
+                &epochs,
+                &mut runs,
+                first_seq,
                 heartbeat_due,
             );
             match result {
@@ -160,6 +182,7 @@ pub(super) fn run(inner: &Inner) {
             inner.counters.writes.fetch_add(n, Ordering::Relaxed);
             inner.acked_up_to(first_seq + n - 1);
             batch.clear();
+            epochs.clear();
         }
     }
 }
@@ -167,7 +190,12 @@ pub(super) fn run(inner: &Inner) {
 /// Waits for work (at most until the next heartbeat) and moves up to
 /// [`MAX_BATCH`] queued writes into `batch`. Returns the sequence number
 /// of the first, and whether the journal is closing with nothing left.
-fn take(inner: &Inner, batch: &mut Vec<Op>, last_heartbeat: Option<Instant>) -> (u64, bool) {
+fn take(
+    inner: &Inner,
+    batch: &mut Vec<Op>,
+    epochs: &mut Vec<u64>,
+    last_heartbeat: Option<Instant>,
+) -> (u64, bool) {
     let mut queue = inner.queue.lock();
     if queue.ops.is_empty() && !queue.closed {
         let wait = last_heartbeat.map_or(Duration::ZERO, |t| HEARTBEAT.saturating_sub(t.elapsed()));
@@ -178,10 +206,13 @@ fn take(inner: &Inner, batch: &mut Vec<Op>, last_heartbeat: Option<Instant>) -> 
     let n = queue.ops.len().min(MAX_BATCH);
     let first_seq = queue.head_seq;
     batch.extend(queue.ops.drain(..n));
+    let tagged = n.min(queue.epochs.len());
+    epochs.extend(queue.epochs.drain(..tagged));
     queue.head_seq += n as u64;
     (first_seq, queue.closed && batch.is_empty())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_once(
     inner: &Inner,
     connection: &mut Option<Connection>,
@@ -189,6 +220,9 @@ fn write_once(
     scripts: &Scripts,
     pipe: &mut Pipeline,
     batch: &[Op],
+    epochs: &[u64],
+    runs: &mut Vec<Run>,
+    first_seq: u64,
     heartbeat: bool,
 ) -> redis::RedisResult<()> {
     if connection.is_none() {
@@ -202,15 +236,32 @@ fn write_once(
         scripts.done.load(con)?;
         scripts.deliver.load(con)?;
         scripts.dead.load(con)?;
+        scripts.apply.load(con)?;
         *scripts_loaded = true;
     }
-    encode(
-        pipe,
-        batch,
-        &inner.keys,
-        scripts,
-        heartbeat.then(unix_now_ms),
-    );
+    if let Some(ownership) = &inner.ownership {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        encode_cluster(pipe, runs, batch, epochs, ownership, scripts);
+        let replies = pipe.query::<Vec<Value>>(con)?;
+        inner.counters.batches.fetch_add(1, Ordering::Relaxed);
+        for (run, reply) in runs.iter().zip(replies) {
+            if let Some(current) = fenced_epoch(&reply)? {
+                tracing::warn!(
+                    partition = run.partition,
+                    epoch = run.epoch,
+                    current = %current,
+                    writes = run.writes.len(),
+                    "journal: fenced off: the partition has a newer owner; writes refused"
+                );
+                inner.fenced_off(run.writes.iter().map(|&i| first_seq + i as u64));
+                ownership.fenced(run.partition, run.epoch);
+            }
+        }
+        return Ok(());
+    }
+    encode(pipe, batch, &inner.keys, scripts, heartbeat.then(unix_ms));
     if pipe.is_empty() {
         return Ok(());
     }
@@ -315,6 +366,122 @@ fn encode(
     }
 }
 
+/// Splits `batch` by partition and epoch, in queue order within each, into
+/// one fenced script call per run.
+fn encode_cluster(
+    pipe: &mut Pipeline,
+    runs: &mut Vec<Run>,
+    batch: &[Op],
+    epochs: &[u64],
+    ownership: &crate::cluster::Ownership,
+    scripts: &Scripts,
+) {
+    debug_assert_eq!(
+        batch.len(),
+        epochs.len(),
+        "every cluster write carries its epoch"
+    );
+    pipe.clear();
+    runs.clear();
+    let mut order: Vec<(u16, u64, usize)> = batch
+        .iter()
+        .zip(epochs)
+        .enumerate()
+        .map(|(i, (op, &epoch))| (ownership.partition_of(op.id().as_bytes()), epoch, i))
+        .collect();
+    // Stable by (partition, epoch); ties keep queue order, as `i` is last.
+    order.sort_unstable();
+    for (partition, epoch, i) in order {
+        match runs.last_mut() {
+            Some(run)
+                if run.partition == partition
+                    && run.epoch == epoch
+                    && run.writes.len() < MAX_RUN =>
+            {
+                run.writes.push(i)
+            }
+            _ => runs.push(Run {
+                partition,
+                epoch,
+                writes: vec![i],
+            }),
+        }
+    }
+    let layout = ownership.layout();
+    for run in runs.iter() {
+        let p = run.partition;
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(scripts.apply.get_hash())
+            .arg(4)
+            .arg(layout.epoch(p))
+            .arg(layout.due(p))
+            .arg(layout.dead(p))
+            .arg(layout.stream(p).unwrap_or_else(|| layout.due(p)))
+            .arg(run.epoch);
+        for &i in &run.writes {
+            match &batch[i] {
+                Op::Put { id, deadline_ms } => {
+                    cmd.arg("P").arg(id.as_bytes()).arg(*deadline_ms);
+                }
+                Op::Cancel { id } => {
+                    cmd.arg("C").arg(id.as_bytes());
+                }
+                Op::Done { id, deadline_ms } => {
+                    cmd.arg("D").arg(id.as_bytes()).arg(*deadline_ms);
+                }
+                Op::Deliver {
+                    id,
+                    deadline_ms,
+                    fired_ms,
+                } => {
+                    cmd.arg("S")
+                        .arg(id.as_bytes())
+                        .arg(*deadline_ms)
+                        .arg(*fired_ms);
+                }
+                Op::Dead {
+                    id,
+                    deadline_ms,
+                    attempts,
+                    error,
+                    now_ms,
+                } => {
+                    cmd.arg("X")
+                        .arg(id.as_bytes())
+                        .arg(*deadline_ms)
+                        .arg(*attempts)
+                        .arg(error.as_str())
+                        .arg(*now_ms);
+                }
+            }
+        }
+    }
+}
+
+/// The reply of the fenced script: `None` if applied, else the epoch
+/// Redis has now.
+fn fenced_epoch(reply: &Value) -> redis::RedisResult<Option<String>> {
+    let bad = || {
+        redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "unexpected reply from the fenced journal script",
+            format!("{reply:?}"),
+        ))
+    };
+    let Value::Array(items) = reply else {
+        return Err(bad());
+    };
+    match items.as_slice() {
+        [Value::Int(1), _] => Ok(None),
+        [Value::Int(0), current] => Ok(Some(match current {
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        })),
+        _ => Err(bad()),
+    }
+}
+
 /// Shutdown with Redis down: every write from `first_seq` on fails.
 fn give_up(inner: &Inner, first_seq: u64, in_batch: usize) {
     let queued = inner.queue.lock().ops.len();
@@ -326,10 +493,4 @@ fn give_up(inner: &Inner, first_seq: u64, in_batch: usize) {
     );
     inner.failed_from.store(first_seq, Ordering::Release);
     inner.notify();
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -1,23 +1,9 @@
 //! Commands: a [`Request`] checked and typed into a [`Command`], or a
 //! [`CommandError`] worded the way Redis words it.
 //!
-//! | command | arguments |
-//! |---|---|
-//! | `PING` | `[message]` |
-//! | `ADD` | `id delay_ms [REPLACE]` |
-//! | `ADDAT` | `id unix_ms [REPLACE]` |
-//! | `CANCEL`, `PTTL` | `id` |
-//! | `COUNT`, `QUIT` | none |
-//! | `INFO` | `[section ...]` |
-//! | `SUBSCRIBE` | `channel [channel ...]` |
-//! | `UNSUBSCRIBE` | `[channel ...]` |
-//! | `PUNSUBSCRIBE` | `[pattern ...]` |
-//! | `HELLO` | `[protover [AUTH user password] [SETNAME name]]` |
-//! | `AUTH` | `[user] password` |
-//! | `COMMAND` | anything |
-//! | `CONFIG` | `GET pattern [pattern ...]`, or any other subcommand and arguments |
-//! | `CLIENT` | `subcommand [argument ...]` |
-//! | `SELECT` | `db` |
+//! Which commands exist, their arity, flags and key positions are in the
+//! command table ([`super::table`]); this module holds the typed commands
+//! and the parser of each row.
 //!
 //! # Ground rules
 //!
@@ -32,16 +18,24 @@
 use std::fmt;
 
 // One definition of what an id and a delay may be, shared with the engine.
-pub use crate::engine::MAX_DELAY_MS;
 pub use crate::id::{MAX_ID_LEN, is_valid_id};
+pub use crate::limits::{MAX_DELAY_DAYS, MAX_DELAY_MS, MAX_UNIX_MS, MIN_UNIX_MS};
 
 use super::Protocol;
 use super::request::{Request, parse_i64};
+use super::table::{CommandSpec, lookup};
+use crate::id::OrderId;
 
-/// Latest deadline `ADDAT` accepts: 9999-12-31T23:59:59.999Z, in milliseconds
-/// since the Unix epoch (10000-01-01 is 2_932_897 days after 1970-01-01).
-/// Whether a deadline is too far from now is for the engine to say.
-pub const MAX_UNIX_MS: u64 = 2_932_897 * 24 * 60 * 60 * 1000 - 1;
+/// Units `ADD` takes after its delay (`30m`, `1800s`, `1800000ms`); a bare
+/// integer is milliseconds. Longest unit name first within a prefix, so
+/// `ms` is found before `m`.
+pub const DELAY_UNITS: [(&str, u64); 5] = [
+    ("ms", 1),
+    ("s", 1_000),
+    ("m", 60 * 1_000),
+    ("h", 60 * 60 * 1_000),
+    ("d", 24 * 60 * 60 * 1_000),
+];
 
 /// Most client bytes echoed in an error line.
 pub const MAX_ECHO_LEN: usize = 64;
@@ -73,33 +67,34 @@ pub enum Command {
         /// Echoed back if present.
         message: Option<Vec<u8>>,
     },
-    /// `ADD id delay_ms [REPLACE]`.
+    /// `ADD id delay [REPLACE]`: the delay in ms, or with a unit (`30m`).
     Add {
-        /// A valid id (see [`is_valid_id`]).
-        id: Vec<u8>,
-        /// `0..=MAX_DELAY_MS`.
+        /// The order id, validated.
+        id: OrderId,
+        /// `0..=MAX_DELAY_MS`, converted from the unit it was sent in.
         delay_ms: u64,
         /// Overwrite an existing timer instead of failing.
         replace: bool,
     },
     /// `ADDAT id unix_ms [REPLACE]`.
     AddAt {
-        /// A valid id (see [`is_valid_id`]).
-        id: Vec<u8>,
-        /// Deadline in milliseconds since the Unix epoch, `0..=MAX_UNIX_MS`.
+        /// The order id, validated.
+        id: OrderId,
+        /// Deadline in milliseconds since the Unix epoch,
+        /// `MIN_UNIX_MS..=MAX_UNIX_MS`.
         unix_ms: u64,
         /// Overwrite an existing timer instead of failing.
         replace: bool,
     },
     /// `CANCEL id`.
     Cancel {
-        /// A valid id (see [`is_valid_id`]).
-        id: Vec<u8>,
+        /// The order id, validated.
+        id: OrderId,
     },
     /// `PTTL id`.
     Pttl {
-        /// A valid id (see [`is_valid_id`]).
-        id: Vec<u8>,
+        /// The order id, validated.
+        id: OrderId,
     },
     /// `COUNT`.
     Count,
@@ -155,6 +150,13 @@ pub enum Command {
         /// The arguments after it, as sent.
         args: Vec<Vec<u8>>,
     },
+    /// `CLUSTER subcommand [argument ...]` (cluster mode: the lease table).
+    Cluster {
+        /// The subcommand in ASCII lowercase.
+        subcommand: Vec<u8>,
+        /// The arguments after it, as sent.
+        args: Vec<Vec<u8>>,
+    },
     /// `CLIENT subcommand [argument ...]`.
     Client {
         /// The subcommand in ASCII lowercase.
@@ -162,6 +164,16 @@ pub enum Command {
         /// The arguments after it, as sent.
         args: Vec<Vec<u8>>,
     },
+    /// `MULTI`: queue the commands that follow until `EXEC` or `DISCARD`.
+    Multi,
+    /// `EXEC`: run the queued commands in order.
+    Exec,
+    /// `DISCARD`: drop the queued commands.
+    Discard,
+    /// `WATCH id [id ...]`: refused by the server (see `docs/protocol.md`).
+    Watch,
+    /// `UNWATCH`: nothing is watched, so always `+OK`.
+    Unwatch,
     /// `SELECT db`. Which databases exist is for the server to say.
     Select {
         /// Any `i64`.
@@ -170,115 +182,26 @@ pub enum Command {
 }
 
 impl Command {
-    /// Checks a request and types it.
+    /// Checks a request and types it: the row of the command table, its
+    /// arity, then the row's parser.
     pub fn from_request(request: Request) -> Result<Self, CommandError> {
+        Self::from_row(lookup(request.command_name()), request)
+    }
+
+    /// [`Command::from_request`] for a caller that has already looked the
+    /// name up in the command table (`row` is what [`lookup`] returned).
+    pub fn from_row(
+        row: Option<&'static CommandSpec>,
+        request: Request,
+    ) -> Result<Self, CommandError> {
         let mut args = request.into_args();
         if args.is_empty() {
             return Err(CommandError::UnknownCommand(Vec::new()));
         }
         let name = args.remove(0);
-        let rest = args;
-        let mut lowercase = [0; LONGEST_NAME];
-        Ok(match lowercase_name(&name, &mut lowercase) {
-            b"ping" => {
-                if rest.len() > 1 {
-                    return Err(CommandError::WrongArity("ping"));
-                }
-                Self::Ping {
-                    message: rest.into_iter().next(),
-                }
-            }
-            b"add" => {
-                let (id, delay_ms, replace) = parse_add("add", rest, MAX_DELAY_MS)?;
-                Self::Add {
-                    id,
-                    delay_ms,
-                    replace,
-                }
-            }
-            b"addat" => {
-                let (id, unix_ms, replace) = parse_add("addat", rest, MAX_UNIX_MS)?;
-                Self::AddAt {
-                    id,
-                    unix_ms,
-                    replace,
-                }
-            }
-            b"cancel" => {
-                let [id] = exactly("cancel", rest)?;
-                Self::Cancel { id: check_id(id)? }
-            }
-            b"pttl" => {
-                let [id] = exactly("pttl", rest)?;
-                Self::Pttl { id: check_id(id)? }
-            }
-            b"count" => {
-                let [] = exactly("count", rest)?;
-                Self::Count
-            }
-            b"info" => Self::Info {
-                sections: rest.into_iter().map(|s| s.to_ascii_lowercase()).collect(),
-            },
-            b"subscribe" => {
-                if rest.is_empty() {
-                    return Err(CommandError::WrongArity("subscribe"));
-                }
-                Self::Subscribe { channels: rest }
-            }
-            b"unsubscribe" => Self::Unsubscribe { channels: rest },
-            b"punsubscribe" => Self::Punsubscribe { patterns: rest },
-            b"quit" => {
-                let [] = exactly("quit", rest)?;
-                Self::Quit
-            }
-            b"hello" => parse_hello(&rest)?,
-            b"auth" => Self::Auth(parse_auth(rest)?),
-            b"command" => Self::Command { args: rest },
-            b"config" => {
-                let (subcommand, args) = split_subcommand("config", rest)?;
-                if subcommand == b"get" {
-                    if args.is_empty() {
-                        return Err(CommandError::WrongArity("config|get"));
-                    }
-                    Self::ConfigGet { patterns: args }
-                } else {
-                    Self::Config { subcommand, args }
-                }
-            }
-            b"client" => {
-                let (subcommand, args) = split_subcommand("client", rest)?;
-                Self::Client { subcommand, args }
-            }
-            b"select" => {
-                let [db] = exactly("select", rest)?;
-                Self::Select {
-                    db: parse_i64(&db).ok_or(CommandError::NotAnInteger)?,
-                }
-            }
-            _ => return Err(CommandError::UnknownCommand(name)),
-        })
-    }
-
-    /// The command's name in lowercase, as in arity errors.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Ping { .. } => "ping",
-            Self::Add { .. } => "add",
-            Self::AddAt { .. } => "addat",
-            Self::Cancel { .. } => "cancel",
-            Self::Pttl { .. } => "pttl",
-            Self::Count => "count",
-            Self::Info { .. } => "info",
-            Self::Subscribe { .. } => "subscribe",
-            Self::Unsubscribe { .. } => "unsubscribe",
-            Self::Punsubscribe { .. } => "punsubscribe",
-            Self::Quit => "quit",
-            Self::Hello { .. } => "hello",
-            Self::Auth(_) => "auth",
-            Self::Command { .. } => "command",
-            Self::ConfigGet { .. } | Self::Config { .. } => "config",
-            Self::Client { .. } => "client",
-            Self::Select { .. } => "select",
+        match row {
+            Some(spec) => spec.parse(args),
+            None => Err(CommandError::UnknownCommand(name)),
         }
     }
 }
@@ -291,20 +214,123 @@ impl TryFrom<Request> for Command {
     }
 }
 
-/// Bytes in the longest command name (`punsubscribe`).
-const LONGEST_NAME: usize = 12;
+// The parsers of the command table's rows. Each gets the arguments after
+// the name, with the row's arity already checked.
 
-/// `name` in ASCII lowercase, written into `buf`, so matching a command costs
-/// no allocation. A name longer than every command is returned empty, which
-/// matches nothing.
-fn lowercase_name<'a>(name: &[u8], buf: &'a mut [u8; LONGEST_NAME]) -> &'a [u8] {
-    let Some(buf) = buf.get_mut(..name.len()) else {
-        return &[];
-    };
-    for (lower, &b) in buf.iter_mut().zip(name) {
-        *lower = b.to_ascii_lowercase();
+pub(super) fn parse_ping(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    if rest.len() > 1 {
+        return Err(CommandError::WrongArity("ping"));
     }
-    buf
+    Ok(Command::Ping {
+        message: rest.into_iter().next(),
+    })
+}
+
+pub(super) fn parse_add(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (id, delay_ms, replace) = parse_schedule(rest, parse_delay)?;
+    Ok(Command::Add {
+        id,
+        delay_ms,
+        replace,
+    })
+}
+
+pub(super) fn parse_addat(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (id, unix_ms, replace) = parse_schedule(rest, parse_deadline)?;
+    Ok(Command::AddAt {
+        id,
+        unix_ms,
+        replace,
+    })
+}
+
+pub(super) fn parse_cancel(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let [id] = exactly("cancel", rest)?;
+    Ok(Command::Cancel { id: check_id(id)? })
+}
+
+pub(super) fn parse_pttl(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let [id] = exactly("pttl", rest)?;
+    Ok(Command::Pttl { id: check_id(id)? })
+}
+
+pub(super) fn parse_count(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Count)
+}
+
+pub(super) fn parse_info(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Info {
+        sections: rest.into_iter().map(|s| s.to_ascii_lowercase()).collect(),
+    })
+}
+
+pub(super) fn parse_subscribe(channels: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Subscribe { channels })
+}
+
+pub(super) fn parse_unsubscribe(channels: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Unsubscribe { channels })
+}
+
+pub(super) fn parse_punsubscribe(patterns: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Punsubscribe { patterns })
+}
+
+pub(super) fn parse_quit(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Quit)
+}
+
+pub(super) fn parse_command(args: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Command { args })
+}
+
+pub(super) fn parse_config(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (subcommand, args) = split_subcommand("config", rest)?;
+    if subcommand == b"get" {
+        if args.is_empty() {
+            return Err(CommandError::WrongArity("config|get"));
+        }
+        Ok(Command::ConfigGet { patterns: args })
+    } else {
+        Ok(Command::Config { subcommand, args })
+    }
+}
+
+pub(super) fn parse_cluster(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (subcommand, args) = split_subcommand("cluster", rest)?;
+    Ok(Command::Cluster { subcommand, args })
+}
+
+pub(super) fn parse_client(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let (subcommand, args) = split_subcommand("client", rest)?;
+    Ok(Command::Client { subcommand, args })
+}
+
+pub(super) fn parse_select(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let [db] = exactly("select", rest)?;
+    Ok(Command::Select {
+        db: parse_i64(&db).ok_or(CommandError::NotAnInteger)?,
+    })
+}
+
+pub(super) fn parse_multi(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Multi)
+}
+
+pub(super) fn parse_exec(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Exec)
+}
+
+pub(super) fn parse_discard(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Discard)
+}
+
+pub(super) fn parse_watch(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Watch)
+}
+
+pub(super) fn parse_unwatch(_: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    Ok(Command::Unwatch)
 }
 
 /// Exactly `N` arguments after the name.
@@ -315,33 +341,53 @@ fn exactly<const N: usize>(
     rest.try_into().map_err(|_| CommandError::WrongArity(name))
 }
 
-fn check_id(id: Vec<u8>) -> Result<Vec<u8>, CommandError> {
-    if !is_valid_id(&id) {
-        return Err(CommandError::InvalidId);
-    }
-    Ok(id)
+fn check_id(id: Vec<u8>) -> Result<OrderId, CommandError> {
+    OrderId::new(id).map_err(|_| CommandError::InvalidId)
 }
 
-/// A decimal integer in `0..=max`, read like Redis reads integers.
-fn parse_bounded(value: &[u8], max: u64) -> Result<u64, CommandError> {
+/// `ADD`'s delay: a decimal integer (read like Redis reads integers) of
+/// milliseconds, or followed by one of [`DELAY_UNITS`]; `0..=MAX_DELAY_MS`.
+pub fn parse_delay(value: &[u8]) -> Result<u64, CommandError> {
+    // Bare milliseconds, the common case, in one pass; a unit only if not.
+    let ms = match parse_i64(value) {
+        Some(n) => u64::try_from(n).ok(),
+        None => delay_with_unit(value),
+    };
+    ms.filter(|&ms| ms <= MAX_DELAY_MS)
+        .ok_or_else(|| CommandError::BadDelay(value.to_vec()))
+}
+
+/// `1800s`, `30m`, ...: digits, then one of [`DELAY_UNITS`], in ms.
+fn delay_with_unit(value: &[u8]) -> Option<u64> {
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (number, unit) = value.split_at(digits);
+    let scale = DELAY_UNITS
+        .iter()
+        .find(|(name, _)| name.as_bytes() == unit)
+        .map(|&(_, scale)| scale)?;
+    let n = parse_i64(number).and_then(|n| u64::try_from(n).ok())?;
+    n.checked_mul(scale)
+}
+
+/// `ADDAT`'s deadline: Unix time in milliseconds, `MIN_UNIX_MS..=MAX_UNIX_MS`.
+pub fn parse_deadline(value: &[u8]) -> Result<u64, CommandError> {
     parse_i64(value)
         .and_then(|n| u64::try_from(n).ok())
-        .filter(|&n| n <= max)
-        .ok_or(CommandError::NotAnInteger)
+        .filter(|n| (MIN_UNIX_MS..=MAX_UNIX_MS).contains(n))
+        .ok_or_else(|| CommandError::BadDeadline(value.to_vec()))
 }
 
 /// `id time [REPLACE]`, shared by `ADD` and `ADDAT`.
-fn parse_add(
-    name: &'static str,
+fn parse_schedule(
     rest: Vec<Vec<u8>>,
-    max_time: u64,
-) -> Result<(Vec<u8>, u64, bool), CommandError> {
+    parse_time: fn(&[u8]) -> Result<u64, CommandError>,
+) -> Result<(OrderId, u64, bool), CommandError> {
     let mut rest = rest.into_iter();
     let (Some(id), Some(time)) = (rest.next(), rest.next()) else {
-        return Err(CommandError::WrongArity(name));
+        return Err(CommandError::Syntax);
     };
     let id = check_id(id)?;
-    let time = parse_bounded(&time, max_time)?;
+    let time = parse_time(&time)?;
     let replace = match (rest.next(), rest.next()) {
         (None, _) => false,
         (Some(flag), None) if flag.eq_ignore_ascii_case(b"replace") => true,
@@ -351,7 +397,7 @@ fn parse_add(
 }
 
 /// `HELLO`, checked in Redis's order: version, then options left to right.
-fn parse_hello(rest: &[Vec<u8>]) -> Result<Command, CommandError> {
+pub(super) fn parse_hello(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
     let Some((version, mut options)) = rest.split_first() else {
         return Ok(Command::Hello {
             protocol: None,
@@ -394,20 +440,21 @@ fn parse_hello(rest: &[Vec<u8>]) -> Result<Command, CommandError> {
 }
 
 /// `AUTH password` or `AUTH user password`.
-fn parse_auth(rest: Vec<Vec<u8>>) -> Result<Credentials, CommandError> {
+pub(super) fn parse_auth(rest: Vec<Vec<u8>>) -> Result<Command, CommandError> {
     let mut rest = rest.into_iter();
-    match (rest.next(), rest.next(), rest.next()) {
-        (None, _, _) => Err(CommandError::WrongArity("auth")),
-        (Some(password), None, _) => Ok(Credentials {
+    let credentials = match (rest.next(), rest.next(), rest.next()) {
+        (None, _, _) => return Err(CommandError::WrongArity("auth")),
+        (Some(password), None, _) => Credentials {
             user: None,
             password,
-        }),
-        (Some(user), Some(password), None) => Ok(Credentials {
+        },
+        (Some(user), Some(password), None) => Credentials {
             user: Some(user),
             password,
-        }),
-        (Some(_), Some(_), Some(_)) => Err(CommandError::Syntax),
-    }
+        },
+        (Some(_), Some(_), Some(_)) => return Err(CommandError::Syntax),
+    };
+    Ok(Command::Auth(credentials))
 }
 
 /// `CONTAINER subcommand [args...]`: the lowercased subcommand and the rest.
@@ -433,8 +480,17 @@ pub enum CommandError {
     Syntax,
     /// `ERR value is not an integer or out of range`.
     NotAnInteger,
-    /// `ERR invalid id`: see [`is_valid_id`].
+    /// `ERR invalid id: ...` with the rule: see [`is_valid_id`].
     InvalidId,
+    /// `ERR delay must be ...`: `ADD`'s delay is not a whole number of
+    /// milliseconds or of a unit of [`DELAY_UNITS`], from 0 to
+    /// [`MAX_DELAY_MS`]. The value as sent.
+    BadDelay(Vec<u8>),
+    /// `ERR deadline must be Unix time in milliseconds ...`: `ADDAT`'s
+    /// deadline is not an integer in `MIN_UNIX_MS..=MAX_UNIX_MS`; the line
+    /// says what the number looks like (seconds, microseconds). The value
+    /// as sent.
+    BadDeadline(Vec<u8>),
     /// `ERR Protocol version is not an integer or out of range`.
     InvalidProtocolVersion,
     /// `NOPROTO unsupported protocol version`: an integer other than 2 or 3.
@@ -462,7 +518,40 @@ impl fmt::Display for CommandError {
             }
             Self::Syntax => f.write_str("ERR syntax error"),
             Self::NotAnInteger => f.write_str("ERR value is not an integer or out of range"),
-            Self::InvalidId => f.write_str("ERR invalid id"),
+            Self::InvalidId => write!(
+                f,
+                "ERR invalid id: an order id is 1 to {MAX_ID_LEN} bytes of printable ASCII \
+                 without spaces (0x21 to 0x7E)"
+            ),
+            Self::BadDelay(value) => {
+                let units: Vec<&str> = DELAY_UNITS.iter().map(|(name, _)| *name).collect();
+                write!(
+                    f,
+                    "ERR delay must be an integer number of milliseconds, or an integer with a \
+                     unit ({}), from 0 to {MAX_DELAY_DAYS} days ({MAX_DELAY_MS} ms); got '{}'",
+                    units.join(", "),
+                    Echo(value)
+                )
+            }
+            Self::BadDeadline(value) => {
+                write!(
+                    f,
+                    "ERR deadline must be Unix time in milliseconds, from {MIN_UNIX_MS} \
+                     (2001-09-09) to {MAX_UNIX_MS} (9999-12-31); got '{}'",
+                    Echo(value)
+                )?;
+                let Some(n) = parse_i64(value) else {
+                    return f.write_str(", which is not an integer");
+                };
+                let in_range = |ms: i64| (MIN_UNIX_MS as i64..=MAX_UNIX_MS as i64).contains(&ms);
+                if n.checked_mul(1000).is_some_and(in_range) {
+                    f.write_str(", which looks like seconds: multiply by 1000")
+                } else if in_range(n / 1000) {
+                    f.write_str(", which looks like microseconds: divide by 1000")
+                } else {
+                    Ok(())
+                }
+            }
             Self::InvalidProtocolVersion => {
                 f.write_str("ERR Protocol version is not an integer or out of range")
             }
@@ -528,6 +617,12 @@ mod tests {
         s.as_bytes().to_vec()
     }
 
+    fn oid(s: &str) -> OrderId {
+        OrderId::new(s).unwrap()
+    }
+
+    const INVALID_ID: &str = "ERR invalid id: an order id is 1 to 128 bytes of printable ASCII without spaces (0x21 to 0x7E)";
+
     #[test]
     fn derived_constants() {
         assert_eq!(MAX_DELAY_MS, 31_622_400_000);
@@ -566,7 +661,7 @@ mod tests {
         assert_eq!(
             cmd("ADD o:1 500"),
             Ok(Command::Add {
-                id: v("o:1"),
+                id: oid("o:1"),
                 delay_ms: 500,
                 replace: false
             })
@@ -575,7 +670,7 @@ mod tests {
             assert_eq!(
                 cmd(&format!("add o:1 0 {flag}")),
                 Ok(Command::Add {
-                    id: v("o:1"),
+                    id: oid("o:1"),
                     delay_ms: 0,
                     replace: true
                 })
@@ -584,27 +679,28 @@ mod tests {
         assert_eq!(
             cmd("ADDAT o:1 1700000000000 REPLACE"),
             Ok(Command::AddAt {
-                id: v("o:1"),
+                id: oid("o:1"),
                 unix_ms: 1_700_000_000_000,
                 replace: true
             })
         );
-        for name in ["add", "addat"] {
+        for (name, t) in [("add", "5"), ("addat", "1700000000000")] {
             let arity = format!("ERR wrong number of arguments for '{name}' command");
             assert_eq!(err(name), arity);
             assert_eq!(err(&format!("{name} x")), arity);
-            assert_eq!(err(&format!("{name} x 5 FOO")), "ERR syntax error");
-            assert_eq!(err(&format!("{name} x 5 REPLACEX")), "ERR syntax error");
+            assert_eq!(err(&format!("{name} x {t} FOO")), "ERR syntax error");
+            assert_eq!(err(&format!("{name} x {t} REPLACEX")), "ERR syntax error");
             assert_eq!(
-                err(&format!("{name} x 5 REPLACE REPLACE")),
+                err(&format!("{name} x {t} REPLACE REPLACE")),
                 "ERR syntax error"
             );
-            assert_eq!(err(&format!("{name} x 5 REPLACE x")), "ERR syntax error");
+            assert_eq!(err(&format!("{name} x {t} REPLACE x")), "ERR syntax error");
             // Left to right: the id is checked before the number, the number before the flag.
-            assert_eq!(err(&format!("{name} \u{7f} x FOO")), "ERR invalid id");
-            assert_eq!(
-                err(&format!("{name} x y FOO")),
-                "ERR value is not an integer or out of range"
+            assert_eq!(err(&format!("{name} \u{7f} x FOO")), INVALID_ID);
+            assert!(
+                err(&format!("{name} x y FOO")).contains("got 'y'"),
+                "{}",
+                err(&format!("{name} x y FOO"))
             );
         }
     }
@@ -615,15 +711,39 @@ mod tests {
             Ok(Command::Add { delay_ms, .. }) => Some(delay_ms),
             Ok(other) => panic!("{other:?}"),
             Err(e) => {
-                assert_eq!(e, CommandError::NotAnInteger, "{text}");
+                assert_eq!(e, CommandError::BadDelay(text.into()), "{text}");
                 None
             }
         };
         assert_eq!(delay("0"), Some(0));
         assert_eq!(delay("1"), Some(1));
         assert_eq!(delay("31622400000"), Some(MAX_DELAY_MS));
+        // Units: the same 30 minutes four ways, and each unit at its limit.
+        for text in ["1800000", "1800000ms", "1800s", "30m"] {
+            assert_eq!(delay(text), Some(1_800_000), "{text}");
+        }
+        assert_eq!(delay("2h"), Some(7_200_000));
+        assert_eq!(delay("0s"), Some(0));
+        assert_eq!(delay("366d"), Some(MAX_DELAY_MS));
+        assert_eq!(delay("8784h"), Some(MAX_DELAY_MS));
+        assert_eq!(delay("527040m"), Some(MAX_DELAY_MS));
+        assert_eq!(delay("31622400s"), Some(MAX_DELAY_MS));
+        assert_eq!(delay("31622400000ms"), Some(MAX_DELAY_MS));
         for bad in [
             "31622400001",
+            "367d",
+            "8785h",
+            "31622401s",
+            "31622400001ms",
+            "30M",
+            "30min",
+            "m",
+            "ms",
+            "1.5h",
+            "-1s",
+            "01s",
+            "30ms5",
+            "9223372036854775807d",
             "-1",
             "-0",
             "+1",
@@ -641,20 +761,68 @@ mod tests {
             assert_eq!(delay(bad), None, "{bad}");
         }
         for bad in [&b" 1"[..], b"1 ", b"1\n", b"\x001"] {
-            assert_eq!(raw(&[b"ADD", b"x", bad]), Err(CommandError::NotAnInteger));
+            assert_eq!(
+                raw(&[b"ADD", b"x", bad]),
+                Err(CommandError::BadDelay(bad.to_vec()))
+            );
         }
+        assert_eq!(
+            err("ADD order 30x"),
+            "ERR delay must be an integer number of milliseconds, or an integer with a unit \
+             (ms, s, m, h, d), from 0 to 366 days (31622400000 ms); got '30x'"
+        );
     }
 
     #[test]
     fn unix_ms_boundaries() {
         let at = |text: &str| match cmd(&format!("ADDAT x {text}")) {
             Ok(Command::AddAt { unix_ms, .. }) => Some(unix_ms),
-            _ => None,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert_eq!(e, CommandError::BadDeadline(text.into()), "{text}");
+                None
+            }
         };
-        assert_eq!(at("0"), Some(0));
+        assert_eq!(at("1000000000000"), Some(MIN_UNIX_MS));
+        assert_eq!(at("1796172400000"), Some(1_796_172_400_000));
         assert_eq!(at("253402300799999"), Some(MAX_UNIX_MS));
-        for bad in ["253402300800000", "-1", "9223372036854775808", "1e3"] {
+        for bad in [
+            "0",
+            "1",
+            "999999999999",
+            "1796172400",
+            "253402300800000",
+            "-1",
+            "9223372036854775808",
+            "1e3",
+            "30m",
+        ] {
             assert_eq!(at(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn deadline_errors_name_the_unit_and_what_the_number_looks_like() {
+        let head = "ERR deadline must be Unix time in milliseconds, from 1000000000000 \
+                    (2001-09-09) to 253402300799999 (9999-12-31); got";
+        for (value, tail) in [
+            ("1796172400", ", which looks like seconds: multiply by 1000"),
+            ("1000000000", ", which looks like seconds: multiply by 1000"),
+            (
+                "1796172400000000",
+                ", which looks like microseconds: divide by 1000",
+            ),
+            ("0", ""),
+            ("999999", ""),
+            ("-5", ""),
+            ("999999999999999999", ""),
+            ("soon", ", which is not an integer"),
+        ] {
+            assert_eq!(
+                err(&format!("ADDAT order:2 {value}")),
+                format!("{head} '{value}'{tail}"),
+                "{value}"
+            );
         }
     }
 
@@ -662,7 +830,12 @@ mod tests {
     fn id_boundaries() {
         let id = |bytes: &[u8]| raw(&[b"CANCEL", bytes]);
         for good in [&b"!"[..], b"~", b"o:1", b"!~", &[b'x'; MAX_ID_LEN]] {
-            assert_eq!(id(good), Ok(Command::Cancel { id: good.to_vec() }));
+            assert_eq!(
+                id(good),
+                Ok(Command::Cancel {
+                    id: OrderId::new(good).unwrap()
+                })
+            );
             assert!(is_valid_id(good));
         }
         let long = [b'x'; MAX_ID_LEN + 1];
@@ -698,7 +871,7 @@ mod tests {
             err("CANCEL a b"),
             "ERR wrong number of arguments for 'cancel' command"
         );
-        assert_eq!(cmd("PTTL o:1"), Ok(Command::Pttl { id: v("o:1") }));
+        assert_eq!(cmd("PTTL o:1"), Ok(Command::Pttl { id: oid("o:1") }));
         assert_eq!(
             err("PTTL"),
             "ERR wrong number of arguments for 'pttl' command"
@@ -707,7 +880,7 @@ mod tests {
             err("PTTL a b"),
             "ERR wrong number of arguments for 'pttl' command"
         );
-        assert_eq!(err("ADD  5"), "ERR invalid id");
+        assert_eq!(err("ADD  5"), INVALID_ID);
     }
 
     #[test]
@@ -948,7 +1121,7 @@ mod tests {
         for line in [
             "PING",
             "ADD x 1",
-            "ADDAT x 1",
+            "ADDAT x 1700000000000",
             "CANCEL x",
             "PTTL x",
             "COUNT",
@@ -965,43 +1138,22 @@ mod tests {
             "SELECT 0",
         ] {
             let command = cmd(line).unwrap();
-            let name = line.split(' ').next().unwrap().to_ascii_lowercase();
-            assert_eq!(command.name(), name);
             let request = Request::new(line.split(' ').map(v).collect());
             assert_eq!(Command::try_from(request), Ok(command));
         }
     }
 
     #[test]
-    fn every_command_name_fits_the_lowercase_buffer() {
-        let names = [
-            "ping",
-            "add",
-            "addat",
-            "cancel",
-            "pttl",
-            "count",
-            "info",
-            "subscribe",
-            "unsubscribe",
-            "punsubscribe",
-            "quit",
-            "hello",
-            "auth",
-            "command",
-            "config",
-            "client",
-            "select",
-        ];
-        assert_eq!(names.iter().map(|n| n.len()).max(), Some(LONGEST_NAME));
-        for name in names {
-            let request = Request::new(vec![name.to_ascii_uppercase().into_bytes()]);
+    fn every_row_of_the_table_parses_its_name() {
+        for spec in &super::super::table::COMMANDS {
+            let request = Request::new(vec![spec.name.to_ascii_uppercase().into_bytes()]);
             assert!(
                 !matches!(
                     Command::from_request(request),
                     Err(CommandError::UnknownCommand(_))
                 ),
-                "{name} is not recognised"
+                "{} is not recognised",
+                spec.name
             );
         }
     }

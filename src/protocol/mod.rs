@@ -3,6 +3,8 @@
 //!
 //! - [`request`]: bytes to a [`Request`] (inline lines or RESP arrays of bulk
 //!   strings, like Redis), with [`parse_request`].
+//! - [`table`]: the command table, one row per command (name, arity,
+//!   flags, key positions, parser); `COMMAND` is answered from it.
 //! - [`command`]: a [`Request`] to a typed [`Command`], or a [`CommandError`]
 //!   worded like Redis's error for the same mistake.
 //! - [`reply`]: a [`Reply`] (or a hot-path `write_*` call) to bytes, in the
@@ -26,10 +28,11 @@
 pub mod command;
 pub mod reply;
 pub mod request;
+pub mod table;
 
 pub use command::{
-    Command, CommandError, Credentials, MAX_DELAY_MS, MAX_ECHO_LEN, MAX_ID_LEN, MAX_UNIX_MS,
-    is_valid_id,
+    Command, CommandError, Credentials, DELAY_UNITS, MAX_DELAY_MS, MAX_ECHO_LEN, MAX_ID_LEN,
+    MAX_UNIX_MS, MIN_UNIX_MS, is_valid_id, parse_deadline, parse_delay,
 };
 pub use reply::{
     Protocol, Reply, write_array_header, write_bulk, write_error, write_integer, write_map_header,
@@ -39,3 +42,4 @@ pub use request::{
     MAX_ARGS, MAX_BULK_LEN, MAX_FRAME_LEN, MAX_INLINE_LEN, MAX_REQUEST_LEN, MAX_SKIPPED_LEN,
     ProtocolError, Request, parse_request,
 };
+pub use table::{COMMANDS, CommandSpec, Flags, Group, KeyRange, lookup};

@@ -18,9 +18,8 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use super::hub::Subscription;
+use super::tls::Transport;
 use crate::journal::{Ack, AckStatus};
 use crate::protocol::{self, Protocol, write_error, write_integer};
 
@@ -38,16 +37,70 @@ const KEPT_CAPACITY: usize = 16 * 1024;
 /// Journal writes one connection may have waiting before reading pauses.
 pub const MAX_HELD: usize = 4096;
 
+/// Cluster mode: the partition moved to another node before the write
+/// reached Redis, which refused it (fencing). Clients retry `TRYAGAIN`.
+pub const FENCED: &str = "TRYAGAIN the partition moved to another node before this write was journaled; nothing was changed";
+
 /// The error a write gets when the journal gave up on it at shutdown.
 pub const JOURNAL_GAVE_UP: &str =
     "JOURNAL unavailable: Redis did not confirm the write before shutdown";
 
-/// A reply that waits for the journal: the integer to send once `ack` is
-/// durable.
-#[derive(Debug, Clone, Copy)]
+/// A reply that waits for the journal: written once `ack` is settled.
+#[derive(Debug, Clone)]
 pub struct Deferred {
+    /// The last journal write the reply waits for.
     pub ack: Ack,
-    pub value: i64,
+    pub reply: Pending,
+}
+
+impl Deferred {
+    /// The integer of one write (`ADD`'s deadline, `CANCEL`'s 0 or 1).
+    pub fn integer(ack: Ack, value: i64) -> Deferred {
+        Deferred {
+            ack,
+            reply: Pending::Integer(value),
+        }
+    }
+
+    /// Writes the reply once `ack` is settled. Acks settle in order, so
+    /// every ack of an `EXEC` array is settled by then too.
+    pub fn write(&self, out: &mut Vec<u8>, status: &impl Fn(Ack) -> AckStatus) {
+        let integer = |out: &mut Vec<u8>, ack, value| match status(ack) {
+            AckStatus::Durable => write_integer(out, value),
+            AckStatus::Waiting | AckStatus::Failed => write_error(out, JOURNAL_GAVE_UP),
+            AckStatus::Fenced => write_error(out, FENCED),
+        };
+        match &self.reply {
+            Pending::Integer(value) => integer(out, self.ack, *value),
+            Pending::Array(parts) => {
+                protocol::write_array_header(out, parts.len());
+                for part in parts {
+                    match part {
+                        Part::Ready(bytes) => out.extend_from_slice(bytes),
+                        Part::Held(ack, value) => integer(out, *ack, *value),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a [`Deferred`] reply writes once its write is settled.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    /// One write's integer; [`JOURNAL_GAVE_UP`] if the journal gave up on it.
+    Integer(i64),
+    /// `EXEC`'s array: each queued command's reply, in order.
+    Array(Vec<Part>),
+}
+
+/// One element of an `EXEC` reply.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// Written as it is.
+    Ready(Vec<u8>),
+    /// A write's integer, once `ack` is settled.
+    Held(Ack, i64),
 }
 
 /// A deferred reply and the replies of the requests after it.
@@ -71,6 +124,19 @@ pub struct Session {
     /// Close once the output is flushed (QUIT, protocol error).
     pub closing: bool,
     pub id: u64,
+    /// The client's address, for the rate-limited AUTH failure log.
+    pub peer: Option<std::net::IpAddr>,
+    /// Between `MULTI` and `EXEC`/`DISCARD`: the commands queued so far.
+    pub transaction: Option<Transaction>,
+}
+
+/// Commands queued after `MULTI`.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    /// Checked for syntax, run at `EXEC` in this order.
+    pub queued: Vec<protocol::Command>,
+    /// A command was refused while queueing: `EXEC` answers `-EXECABORT`.
+    pub aborted: bool,
 }
 
 /// What the event loop should do with a connection after driving it.
@@ -85,7 +151,7 @@ pub enum Drive {
 }
 
 pub struct Connection {
-    pub stream: TcpStream,
+    pub stream: Transport,
     pub session: Session,
     pub last_active: Instant,
     /// Protocol errors since the event loop last collected them.
@@ -111,7 +177,8 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, id: u64, authenticated: bool) -> Connection {
+    pub fn new(stream: Transport, id: u64, authenticated: bool) -> Connection {
+        let peer = stream.peer_addr().ok().map(|addr| addr.ip());
         Connection {
             stream,
             session: Session {
@@ -123,6 +190,8 @@ impl Connection {
                 subscription: None,
                 closing: false,
                 id,
+                peer,
+                transaction: None,
             },
             last_active: Instant::now(),
             protocol_errors: 0,
@@ -150,11 +219,10 @@ impl Connection {
     /// Moves held replies whose write is settled into the output, in order.
     fn release_held(&mut self, status: &impl Fn(Ack) -> AckStatus) {
         while let Some(front) = self.held.front() {
-            match status(front.reply.ack) {
-                AckStatus::Waiting => break,
-                AckStatus::Durable => write_integer(&mut self.output, front.reply.value),
-                AckStatus::Failed => write_error(&mut self.output, JOURNAL_GAVE_UP),
+            if status(front.reply.ack) == AckStatus::Waiting {
+                break;
             }
+            front.reply.write(&mut self.output, status);
             if let Some(held) = self.held.pop_front() {
                 self.held_bytes -= held.after.len();
                 self.output.extend_from_slice(&held.after);
@@ -164,6 +232,11 @@ impl Connection {
 
     pub fn unsent(&self) -> usize {
         self.output.len() - self.written
+    }
+
+    /// Nothing left to send: no output, and (TLS) no record waiting for the socket.
+    pub fn all_sent(&self) -> bool {
+        self.unsent() == 0 && !self.stream.pending()
     }
 
     /// Appends bytes to send (pushes for a subscriber).
@@ -187,7 +260,7 @@ impl Connection {
             self.release_held(&status);
             self.flush()?;
             if self.session.closing || self.eof {
-                return Ok(if self.unsent() == 0 && self.held.is_empty() {
+                return Ok(if self.all_sent() && self.held.is_empty() {
                     Drive::Close
                 } else {
                     Drive::Idle
@@ -273,6 +346,8 @@ impl Connection {
 
     /// Writes as much output as the socket takes.
     pub fn flush(&mut self) -> io::Result<()> {
+        // TLS records from an earlier turn go first (a no-op for plain TCP).
+        self.stream.flush()?;
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -123,10 +123,6 @@ impl Hub {
         self.subscribers.read().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Sends `message fired <id>` to every subscriber.
     pub fn publish(&self, id: &[u8]) {
         let subscribers = self.subscribers.read();

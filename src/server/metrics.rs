@@ -1,4 +1,4 @@
-//! `GET /metrics`: the timer and delivery figures of `INFO`, in the
+//! `GET /metrics`: the figures of `INFO` ([`super::figures`]), in the
 //! Prometheus text exposition format (version 0.0.4).
 //!
 //! Ground rules:
@@ -6,140 +6,31 @@
 //!   connection (`Connection: close`), a read timeout per connection: a
 //!   stuck scraper delays the next scrape, never the event loop, the
 //!   ticker or a worker.
-//! - Read-only and unauthenticated: it exposes counters, never ids. Bind it
-//!   where only your Prometheus can reach it.
+//! - Read-only: it exposes counters, never ids. Bind it where only your
+//!   Prometheus can reach it, or serve it over TLS with the clients' port
+//!   certificate ([`spawn`]); with a client CA, scrapers need a
+//!   certificate from it as clients do.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::engine::Stats;
-use crate::journal::JournalStats;
+use crate::server::tls::Acceptor;
 
 /// How long a scraper may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest request head read; a longer one is answered 400.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// The metrics text for `stats`, the hub's `published_total` and, with
-/// `--redis`, the journal's health (`journal`).
-pub fn render(stats: &Stats, published_total: u64, journal: Option<&JournalStats>) -> String {
-    let metrics: [(&str, &str, &str, u64); 11] = [
-        (
-            "pending",
-            "gauge",
-            "Timers waiting in the wheel.",
-            stats.pending as u64,
-        ),
-        (
-            "fired_total",
-            "counter",
-            "Timers whose deadline came.",
-            stats.fired_total,
-        ),
-        (
-            "cancelled_total",
-            "counter",
-            "CANCELs that answered 1.",
-            stats.cancelled_total,
-        ),
-        (
-            "delivered_total",
-            "counter",
-            "Fired orders whose sink succeeded.",
-            stats.delivered_total,
-        ),
-        (
-            "delivery_retries_total",
-            "counter",
-            "Failed attempts that will be retried.",
-            stats.retries_total,
-        ),
-        (
-            "dead_letter_total",
-            "counter",
-            "Orders whose every attempt failed.",
-            stats.dead_letter_total,
-        ),
-        (
-            "inflight",
-            "gauge",
-            "Fired orders not yet delivered or dead-lettered.",
-            stats.inflight,
-        ),
-        (
-            "tick_ms",
-            "gauge",
-            "Tick length in milliseconds.",
-            stats.tick_ms,
-        ),
-        (
-            "tick_lag_ms",
-            "gauge",
-            "How long the oldest unprocessed tick has been due, ms.",
-            stats.tick_lag_ms,
-        ),
-        (
-            "delivery_lag_ms",
-            "gauge",
-            "p99 over the last 60 s of delivered minus deadline, ms.",
-            stats.delivery_lag_ms,
-        ),
-        (
-            "published_total",
-            "counter",
-            "Fired ids pushed to at least one subscriber.",
-            published_total,
-        ),
-    ];
-    let journal_metrics: Vec<(&str, &str, &str, u64)> = journal.map_or(Vec::new(), |j| {
-        vec![
-            (
-                "journal_up",
-                "gauge",
-                "1 while Redis confirms journal writes, 0 while it is unreachable.",
-                u64::from(j.up),
-            ),
-            (
-                "journal_down_for_s",
-                "gauge",
-                "Seconds the journal has been down (0 when up).",
-                j.down_for_s,
-            ),
-            (
-                "journal_backlog",
-                "gauge",
-                "Journal writes queued or in flight.",
-                j.backlog as u64,
-            ),
-            (
-                "journal_refused_total",
-                "counter",
-                "Client writes refused because Redis was unreachable.",
-                j.refused_total,
-            ),
-            (
-                "journal_errors_total",
-                "counter",
-                "Failed journal round trips to Redis.",
-                j.errors_total,
-            ),
-        ]
-    });
-    let mut out = String::with_capacity(2048);
-    for (name, kind, help, value) in metrics.into_iter().chain(journal_metrics) {
-        out.push_str(&format!(
-            "# HELP timewheel_{name} {help}\n# TYPE timewheel_{name} {kind}\ntimewheel_{name} {value}\n"
-        ));
-    }
-    out
-}
-
 /// Serves `GET /metrics` on `listener` with what `metrics` returns, on a
-/// thread of its own, for as long as the process runs.
-pub fn spawn(
+/// thread of its own, for as long as the process runs; over TLS when `tls`
+/// is given (then `https://ADDR/metrics`), with the same certificate, client
+/// CA and reloads as the clients' port.
+pub(crate) fn spawn(
     listener: TcpListener,
+    tls: Option<Arc<Acceptor>>,
     metrics: impl Fn() -> String + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -148,7 +39,11 @@ pub fn spawn(
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
-                        if let Err(error) = answer(stream, &metrics) {
+                        let result = match &tls {
+                            None => answer_plain(stream, &metrics),
+                            Some(tls) => answer_tls(stream, tls, &metrics),
+                        };
+                        if let Err(error) = result {
                             tracing::debug!(%error, "metrics request failed");
                         }
                     }
@@ -161,13 +56,28 @@ pub fn spawn(
         })
 }
 
-/// Reads one request head and answers it; the connection is then closed.
-fn answer(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
+fn answer_plain(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    let mut writer = stream.try_clone()?;
+    answer(stream, metrics)
+}
+
+/// The handshake shares the request's read timeout, so a silent client
+/// holds the thread no longer than a slow plain one.
+fn answer_tls(stream: TcpStream, tls: &Acceptor, metrics: &impl Fn() -> String) -> io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+    let connection = rustls::ServerConnection::new(tls.config()).map_err(io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(connection, stream);
+    answer(&mut stream, metrics)?;
+    stream.conn.send_close_notify();
+    stream.flush()
+}
+
+/// Reads one request head and answers it; the connection is then closed.
+fn answer(mut stream: impl Read + Write, metrics: &impl Fn() -> String) -> io::Result<()> {
     // Never more than MAX_HEAD + 1 bytes, however long a line is sent.
-    let mut reader = BufReader::new(io::Read::take(stream, MAX_HEAD as u64 + 1));
+    let mut reader = BufReader::new(Read::take(&mut stream, MAX_HEAD as u64 + 1));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut head = request_line.len();
@@ -179,6 +89,7 @@ fn answer(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
             break;
         }
     }
+    drop(reader);
     let mut parts = request_line.split_whitespace();
     let (status, body) = match (parts.next(), parts.next().map(|p| p.split('?').next())) {
         _ if head > MAX_HEAD => ("400 Bad Request", "request head too long\n".to_owned()),
@@ -192,11 +103,11 @@ fn answer(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
         "text/plain; charset=utf-8"
     };
     write!(
-        writer,
+        stream,
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    writer.flush()
+    stream.flush()
 }
 
 #[cfg(test)]
@@ -204,74 +115,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn render_has_help_type_and_value_for_each_figure() {
-        let stats = Stats {
-            pending: 3,
-            fired_total: 10,
-            delivered_total: 7,
-            retries_total: 4,
-            dead_letter_total: 1,
-            inflight: 2,
-            tick_ms: 1000,
-            delivery_lag_ms: 250,
-            ..Stats::default()
-        };
-        let text = render(&stats, 9, None);
-        for line in [
-            "# TYPE timewheel_delivered_total counter",
-            "timewheel_delivered_total 7",
-            "timewheel_delivery_retries_total 4",
-            "timewheel_dead_letter_total 1",
-            "# TYPE timewheel_inflight gauge",
-            "timewheel_inflight 2",
-            "timewheel_delivery_lag_ms 250",
-            "timewheel_pending 3",
-            "timewheel_published_total 9",
-        ] {
-            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
-        }
-        // Every sample has exactly one HELP and one TYPE line before it.
-        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(
-            text.lines().filter(|l| l.starts_with("# HELP")).count(),
-            samples
-        );
-        assert_eq!(
-            text.lines().filter(|l| l.starts_with("# TYPE")).count(),
-            samples
-        );
-    }
-
-    #[test]
-    fn render_adds_journal_health_with_redis() {
-        let journal = JournalStats {
-            up: false,
-            down_for_s: 12,
-            backlog: 5,
-            refused_total: 3,
-            ..JournalStats::default()
-        };
-        let without = render(&Stats::default(), 0, None);
-        assert!(!without.contains("journal"), "{without}");
-        let text = render(&Stats::default(), 0, Some(&journal));
-        for line in [
-            "# TYPE timewheel_journal_up gauge",
-            "timewheel_journal_up 0",
-            "timewheel_journal_down_for_s 12",
-            "timewheel_journal_backlog 5",
-            "# TYPE timewheel_journal_refused_total counter",
-            "timewheel_journal_refused_total 3",
-            "timewheel_journal_errors_total 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
-        }
-    }
-
-    #[test]
     fn serves_get_metrics_and_refuses_the_rest() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        spawn(listener, || "timewheel_pending 0\n".to_owned()).unwrap();
+        spawn(listener, None, || "timewheel_pending 0\n".to_owned()).unwrap();
         let get = |request: &str| {
             use std::io::Read;
             let mut stream = TcpStream::connect(addr).unwrap();

@@ -6,6 +6,7 @@
 //!                            └─ each I/O thread: own Poll, own connections
 //!  engine workers ─► Hub ─► subscriber queues ─► waker ─► owning I/O thread
 //!  metrics thread (optional, `metrics.rs`): blocking `GET /metrics`
+//!  with TLS (optional, `tls.rs`): every socket wrapped in a rustls session
 //! ```
 //!
 //! Ground rules:
@@ -20,10 +21,14 @@
 //!   answer what was already received, flush for up to
 //!   [`SHUTDOWN_FLUSH`], then shut the engine down.
 
+mod auth_log;
 mod commands;
 mod connection;
-pub mod hub;
-pub mod metrics;
+mod figures;
+mod hub;
+mod metrics;
+pub mod serve;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +45,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::engine::Engine;
 use connection::{Connection, Drive};
 use hub::Hub;
+pub use serve::{Delivery, ServeConfig, ServeError, reload_on_sighup, serve, shutdown_on_signals};
+use tls::Transport;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -53,6 +60,8 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 pub struct Config {
     /// I/O threads, each with its own poll loop; at least 1.
     pub io_threads: usize,
+    /// Connections served at once; more are answered
+    /// `-ERR max number of clients reached` and closed.
     pub max_clients: usize,
     /// Close connections idle this long (not subscribers); `None`: never.
     pub idle_timeout: Option<Duration>,
@@ -60,6 +69,10 @@ pub struct Config {
     pub max_subscriber_backlog: usize,
     /// Password clients must `AUTH` with; `None`: no authentication.
     pub requirepass: Option<String>,
+    /// TLS on the listening port (`--tls-cert`); `None`: plain TCP.
+    pub tls: Option<Arc<tls::Acceptor>>,
+    /// Cluster mode: ids of partitions served elsewhere are redirected.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Default for Config {
@@ -70,13 +83,15 @@ impl Default for Config {
             idle_timeout: None,
             max_subscriber_backlog: 16 * 1024 * 1024,
             requirepass: None,
+            tls: None,
+            cluster: None,
         }
     }
 }
 
 /// Server-wide counters shown by `INFO`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
@@ -89,11 +104,13 @@ pub struct Counters {
 
 /// State every I/O thread shares.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub config: Config,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
+    /// Failed AUTHs, logged at most once per interval per client address.
+    pub(crate) auth_log: auth_log::AuthFailureLog,
     pub started: Instant,
     next_client_id: AtomicU64,
     stopping: AtomicBool,
@@ -107,10 +124,11 @@ pub struct Shared {
 /// Runs the server on `listener` until `shutdown` fires or is dropped.
 /// `engine`'s handler should publish to `hub` (see [`hub::Hub::publish`]);
 /// the engine is shut down before this returns.
-pub fn run(
+pub(crate) fn run(
     listener: std::net::TcpListener,
     engine: Engine,
     hub: Arc<Hub>,
+    counters: Arc<Counters>,
     config: Config,
     shutdown: Receiver<()>,
 ) -> io::Result<()> {
@@ -123,7 +141,8 @@ pub fn run(
             io_threads: config.io_threads.max(1),
             ..config
         },
-        counters: Counters::default(),
+        counters,
+        auth_log: auth_log::AuthFailureLog::default(),
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
@@ -131,6 +150,19 @@ pub fn run(
         engine_closed: AtomicBool::new(false),
     });
 
+    let (threads, handles) = start_io_threads(&shared, listener)?;
+    let _ = shutdown.recv();
+    shut_down(&shared, threads, &handles)
+}
+
+/// A running I/O thread.
+type IoThread = JoinHandle<io::Result<()>>;
+
+/// One I/O thread per `config.io_threads`, the first one also accepting.
+fn start_io_threads(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+) -> io::Result<(Vec<IoThread>, Vec<Handle>)> {
     let mut loops = Vec::new();
     for n in 0..shared.config.io_threads {
         loops.push(IoLoop::new(n, shared.clone())?);
@@ -142,7 +174,7 @@ pub fn run(
             let _ = waker.wake();
         });
     }
-    let mut threads: Vec<JoinHandle<io::Result<()>>> = Vec::new();
+    let mut threads = Vec::new();
     let mut listener = Some(listener);
     for mut io_loop in loops {
         if let Some(mut listener) = listener.take() {
@@ -158,11 +190,15 @@ pub fn run(
                 .spawn(move || io_loop.run())?,
         );
     }
+    Ok((threads, handles))
+}
 
-    let _ = shutdown.recv();
+/// Stops accepting, lets the I/O threads answer what they received, shuts
+/// the engine down, then joins the threads.
+fn shut_down(shared: &Shared, threads: Vec<IoThread>, handles: &[Handle]) -> io::Result<()> {
     tracing::info!("shutting down: no new connections, answering what was received");
     shared.stopping.store(true, Ordering::SeqCst);
-    for handle in &handles {
+    for handle in handles {
         let _ = handle.waker.wake();
     }
     // Shut the engine down once the I/O threads have answered what they
@@ -177,7 +213,7 @@ pub fn run(
     }
     let left = shared.engine.shutdown();
     shared.engine_closed.store(true, Ordering::SeqCst);
-    for handle in &handles {
+    for handle in handles {
         let _ = handle.waker.wake();
     }
     let mut result = Ok(());
@@ -315,11 +351,14 @@ impl IoLoop {
                         counters
                             .rejected_connections
                             .fetch_add(1, Ordering::Relaxed);
-                        // Best effort: the socket buffer of a fresh connection has room.
-                        let _ = io::Write::write(
-                            &mut stream,
-                            b"-ERR max number of clients reached\r\n",
-                        );
+                        // Best effort: the socket buffer of a fresh connection has
+                        // room. A TLS client would only see garbage: just close.
+                        if self.shared.config.tls.is_none() {
+                            let _ = io::Write::write(
+                                &mut stream,
+                                b"-ERR max number of clients reached\r\n",
+                            );
+                        }
                         continue;
                     }
                     counters.total_connections.fetch_add(1, Ordering::Relaxed);
@@ -341,10 +380,24 @@ impl IoLoop {
     }
 
     fn adopt_new_connections(&mut self) -> io::Result<()> {
-        while let Ok(mut stream) = self.new_rx.try_recv() {
+        while let Ok(stream) = self.new_rx.try_recv() {
+            let _ = stream.set_nodelay(true);
+            let mut stream = match &self.shared.config.tls {
+                None => Transport::Plain(stream),
+                Some(acceptor) => match acceptor.accept(stream) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "TLS session could not be set up; connection closed");
+                        self.shared
+                            .counters
+                            .connected_clients
+                            .fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    }
+                },
+            };
             let token = Token(self.next_token);
             self.next_token += 1;
-            let _ = stream.set_nodelay(true);
             self.poll.registry().register(
                 &mut stream,
                 token,
@@ -432,6 +485,14 @@ impl IoLoop {
                 .protocol_errors
                 .fetch_add(protocol_errors, Ordering::Relaxed);
         }
+        if let Some(acceptor) = &self.shared.config.tls {
+            if conn.stream.take_handshake_done() {
+                acceptor.counters.handshakes.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(error) = conn.stream.handshake_failure() {
+                acceptor.note_failure(conn.session.id, Some(error));
+            }
+        }
         match outcome {
             Ok(Drive::Idle) => {}
             Ok(Drive::More) => self.ready.push(token),
@@ -444,6 +505,7 @@ impl IoLoop {
             if let Some(sub) = conn.session.subscription.take() {
                 self.shared.hub.unsubscribe(&sub);
             }
+            conn.stream.close_notify();
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.shared
                 .counters
@@ -453,6 +515,19 @@ impl IoLoop {
     }
 
     fn close_idle(&mut self) {
+        if let Some(acceptor) = self.shared.config.tls.clone() {
+            let timeout = acceptor.handshake_timeout();
+            let slow: Vec<(Token, u64)> = self
+                .connections
+                .iter()
+                .filter(|(_, c)| c.stream.handshake_expired(timeout))
+                .map(|(t, c)| (*t, c.session.id))
+                .collect();
+            for (token, client) in slow {
+                acceptor.note_failure(client, None);
+                self.close(token);
+            }
+        }
         let Some(timeout) = self.shared.config.idle_timeout else {
             return;
         };
@@ -491,7 +566,7 @@ impl IoLoop {
                 && self
                     .connections
                     .values()
-                    .all(|c| c.unsent() == 0 && c.held() == 0);
+                    .all(|c| c.all_sent() && c.held() == 0);
             quiet_rounds = if quiet { quiet_rounds + 1 } else { 0 };
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -505,7 +580,7 @@ impl IoLoop {
                 self.drive(token, scratch);
             }
             let held = self.connections.values().any(|c| c.held() > 0);
-            let unsent = self.connections.values().any(|c| c.unsent() > 0);
+            let unsent = self.connections.values().any(|c| !c.all_sent());
             if self.shared.engine_closed.load(Ordering::SeqCst) {
                 let until = *send_until.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
                 if !(held || unsent) || Instant::now() >= until {
@@ -549,6 +624,6 @@ fn pump_subscription(conn: &mut Connection, limit: usize) -> io::Result<bool> {
 }
 
 /// Binds `addr` (port 0 picks a free port).
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr)
 }

@@ -4,6 +4,7 @@
 //! POST /close HTTP/1.1
 //! Content-Type: application/json
 //! Idempotency-Key: order-42
+//! Timewheel-Signature: t=1763840000,v1=5f0c...   (with a secret, see `sign`)
 //!
 //! {"id":"order-42","deadline_ms":1763840000000,"fired_ms":1763840000004,"attempt":1}
 //! ```
@@ -23,10 +24,16 @@
 //!   name is resolved at most once per [`RESOLVE_TTL`]: ureq's default
 //!   resolver starts a thread per request when a timeout is set, which
 //!   cost more than the request itself.
-//! - Plain `http://` only: this build carries no TLS stack. Put a local TLS
-//!   proxy in front of an `https://` endpoint.
+//! - `https://` is verified against the system's roots, or only against
+//!   [`WebhookConfig::ca_cert`] when set; there is no switch to skip
+//!   verification. A TLS failure (unknown issuer, expired certificate,
+//!   wrong host name) is a failed attempt like any other
+//!   ([`DeliveryError::Tls`]): retried, then dead-lettered with the reason.
+//! - With [`WebhookConfig::signer`], every attempt carries a fresh
+//!   [`sign::HEADER`](super::sign::HEADER) over the exact body sent.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -34,6 +41,7 @@ use parking_lot::Mutex;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
+use super::sign::{self, Signer};
 use crate::handler::{Fired, Handler, HandlerResult};
 
 /// Longest excerpt of a failed response's body kept in the error.
@@ -48,9 +56,9 @@ const WARN_EVERY_MS: u64 = 10_000;
 pub const RESOLVE_TTL: Duration = Duration::from_secs(10);
 
 /// How to reach the endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// `http://host[:port]/path`.
+    /// `http://host[:port]/path` or `https://host[:port]/path`.
     pub url: String,
     /// The whole exchange (connect, send, response head and body) must fit
     /// in this; longer counts as a failed attempt. Default 5 s.
@@ -58,14 +66,22 @@ pub struct WebhookConfig {
     /// Idle connections kept for reuse; size it to the worker count.
     /// Default 64.
     pub connections: usize,
+    /// PEM CA certificate(s) that `https://` endpoints are verified
+    /// against, instead of the system's roots. Default `None`.
+    pub ca_cert: Option<PathBuf>,
+    /// Signs every request (the `Timewheel-Signature` header). Default `None`.
+    pub signer: Option<Signer>,
 }
 
 impl WebhookConfig {
+    /// The defaults for `url`: 5 s per exchange, 64 kept connections.
     pub fn new(url: impl Into<String>) -> WebhookConfig {
         WebhookConfig {
             url: url.into(),
             timeout: Duration::from_secs(5),
             connections: 64,
+            ca_cert: None,
+            signer: None,
         }
     }
 }
@@ -74,9 +90,25 @@ impl WebhookConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookError {
     /// The URL does not parse, or has no host.
-    InvalidUrl { url: String, reason: String },
-    /// Not `http://` (`https://` needs TLS, which this build leaves out).
-    UnsupportedScheme { url: String },
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Neither `http://` nor `https://`.
+    UnsupportedScheme {
+        /// The URL as given.
+        url: String,
+    },
+    /// A CA certificate was given for a plain `http://` URL: the calls
+    /// would go out unencrypted, which is surely not what was meant.
+    CaCertWithoutHttps {
+        /// The URL as given.
+        url: String,
+    },
+    /// The CA certificate file could not be used.
+    Tls(String),
 }
 
 impl std::fmt::Display for WebhookError {
@@ -85,11 +117,14 @@ impl std::fmt::Display for WebhookError {
             WebhookError::InvalidUrl { url, reason } => {
                 write!(f, "webhook URL {url:?} is invalid: {reason}")
             }
-            WebhookError::UnsupportedScheme { url } => write!(
+            WebhookError::UnsupportedScheme { url } => {
+                write!(f, "webhook URL {url:?}: expected http:// or https://")
+            }
+            WebhookError::CaCertWithoutHttps { url } => write!(
                 f,
-                "webhook URL {url:?}: only http:// is supported (no TLS in this build); \
-                 for an https endpoint, run a local TLS proxy and point --webhook at it"
+                "a webhook CA certificate was given, but the webhook URL {url:?} is not https://"
             ),
+            WebhookError::Tls(e) => write!(f, "webhook TLS: {e}"),
         }
     }
 }
@@ -100,11 +135,24 @@ impl std::error::Error for WebhookError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryError {
     /// The endpoint answered with a status outside 2xx.
-    Status { status: u16, body_excerpt: String },
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body, for the log and the dead letter.
+        body_excerpt: String,
+    },
     /// No complete answer within [`WebhookConfig::timeout`].
-    Timeout { after: Duration, phase: String },
+    Timeout {
+        /// The configured timeout.
+        after: Duration,
+        /// What was going on: connecting, sending, reading.
+        phase: String,
+    },
     /// Connecting, sending or reading failed (refused, reset, bad reply).
     Transport(String),
+    /// The TLS handshake failed: the endpoint's certificate is not trusted,
+    /// expired or for another name, or the endpoint does not speak TLS.
+    Tls(String),
 }
 
 impl std::fmt::Display for DeliveryError {
@@ -122,6 +170,7 @@ impl std::fmt::Display for DeliveryError {
                 write!(f, "timed out after {} ms ({phase})", after.as_millis())
             }
             DeliveryError::Transport(message) => f.write_str(message),
+            DeliveryError::Tls(message) => write!(f, "TLS: {message}"),
         }
     }
 }
@@ -133,16 +182,19 @@ impl std::error::Error for DeliveryError {}
 /// ```no_run
 /// use timewheel::sink::{WebhookConfig, WebhookSink};
 /// let sink = WebhookSink::new(WebhookConfig::new("http://127.0.0.1:8080/close"))?;
-/// let engine = timewheel::Engine::builder().workers(32).build(sink);
-/// # Ok::<(), timewheel::sink::WebhookError>(())
+/// let engine = timewheel::Engine::builder().workers(32).build(sink)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct WebhookSink {
     agent: ureq::Agent,
     url: String,
     timeout: Duration,
+    signer: Option<Signer>,
     /// Failed attempts since the last `warn` line, and when that was.
     failures_unreported: AtomicU64,
     last_warn_ms: AtomicU64,
+    /// Cluster mode: where the partition epoch of each order comes from.
+    epochs: Option<std::sync::Arc<crate::cluster::Ownership>>,
 }
 
 impl std::fmt::Debug for WebhookSink {
@@ -165,8 +217,9 @@ impl WebhookSink {
                     url: config.url.clone(),
                     reason: e.to_string(),
                 })?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(_) => {
                 return Err(WebhookError::UnsupportedScheme {
                     url: config.url.clone(),
@@ -178,6 +231,9 @@ impl WebhookSink {
                     reason: "expected http://host[:port]/path".into(),
                 });
             }
+        };
+        if config.ca_cert.is_some() && !https {
+            return Err(WebhookError::CaCertWithoutHttps { url: config.url });
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(WebhookError::InvalidUrl {
@@ -193,6 +249,7 @@ impl WebhookSink {
             .max_idle_connections(connections)
             .max_idle_connections_per_host(connections)
             .user_agent(concat!("timewheel/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls_config(config.ca_cert.as_deref(), https)?)
             .build();
         let agent = ureq::Agent::with_parts(
             agent_config,
@@ -203,23 +260,54 @@ impl WebhookSink {
             agent,
             url: config.url,
             timeout: config.timeout,
+            signer: config.signer,
             failures_unreported: AtomicU64::new(0),
             last_warn_ms: AtomicU64::new(0),
+            epochs: None,
         })
     }
 
+    /// Cluster mode: adds the epoch under which this node holds the order's
+    /// partition to every call (`"epoch"` in the body, header
+    /// `Timewheel-Epoch`; 0 once the partition is no longer held here), so
+    /// a receiver can tell a call made after a failover from the original.
+    /// Calls stay at least once: a failover may repeat one.
+    pub fn with_epochs(
+        mut self,
+        ownership: std::sync::Arc<crate::cluster::Ownership>,
+    ) -> WebhookSink {
+        self.epochs = Some(ownership);
+        self
+    }
+
+    /// The endpoint, as configured.
     pub fn url(&self) -> &str {
         &self.url
     }
 
     /// One `POST`; `Ok` on a 2xx status.
     pub fn deliver(&self, fired: &Fired) -> Result<(), DeliveryError> {
-        let body = json_body(fired);
-        let mut response = self
+        let epoch = self
+            .epochs
+            .as_ref()
+            .map(|own| own.settle_epoch(fired.id.as_bytes()).unwrap_or(0));
+        let mut body = json_body(fired);
+        let mut request = self
             .agent
             .post(&self.url)
             .header("Content-Type", "application/json")
-            .header("Idempotency-Key", fired.id.as_str())
+            .header("Idempotency-Key", fired.id.as_str());
+        if let Some(epoch) = epoch {
+            body.pop();
+            body.push_str(&format!(",\"epoch\":{epoch}}}"));
+            request = request.header("Timewheel-Epoch", epoch);
+        }
+        // Signed last, over the body exactly as it is sent.
+        if let Some(signer) = &self.signer {
+            let t = crate::clock::unix_ms() / 1000;
+            request = request.header(sign::HEADER, signer.header(t, body.as_bytes()));
+        }
+        let mut response = request
             .send(body.as_bytes())
             .map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
@@ -250,6 +338,12 @@ impl WebhookSink {
                 after: self.timeout,
                 phase: phase.to_string(),
             },
+            ureq::Error::Rustls(e) => DeliveryError::Tls(one_line(e.to_string().as_bytes())),
+            ureq::Error::Io(e) => match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+            {
+                Some(tls) => DeliveryError::Tls(one_line(tls.to_string().as_bytes())),
+                None => DeliveryError::Transport(one_line(format!("io: {e}").as_bytes())),
+            },
             other => DeliveryError::Transport(one_line(other.to_string().as_bytes())),
         }
     }
@@ -258,7 +352,7 @@ impl WebhookSink {
     /// endpoint must show in the log without a line per retry.
     fn note_failure(&self, fired: &Fired, error: &DeliveryError) {
         self.failures_unreported.fetch_add(1, Ordering::Relaxed);
-        let now_ms = now_ms();
+        let now_ms = crate::clock::unix_ms();
         let last = self.last_warn_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) < WARN_EVERY_MS
             || self
@@ -287,6 +381,31 @@ impl Handler for WebhookSink {
             error.into()
         })
     }
+}
+
+/// ureq's TLS settings: rustls with our provider, trusting only `ca_cert`
+/// when given, else the system's roots (read only for an `https://` URL).
+fn tls_config(
+    ca_cert: Option<&std::path::Path>,
+    https: bool,
+) -> Result<ureq::tls::TlsConfig, WebhookError> {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    let certs = match (ca_cert, https) {
+        (_, false) => Vec::new(),
+        (Some(path), true) => {
+            crate::tls::load_certs(path).map_err(|e| WebhookError::Tls(e.to_string()))?
+        }
+        (None, true) => crate::tls::system_root_certs(),
+    };
+    let certs: Vec<Certificate<'static>> = certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(crate::tls::provider())
+        .root_certs(RootCerts::new_with_certs(&certs))
+        .build())
 }
 
 /// ureq's resolver, remembering the last answer for [`RESOLVE_TTL`].
@@ -320,12 +439,6 @@ impl Resolver for CachedResolver {
         *self.last.lock() = Some((key, Instant::now(), addrs.clone()));
         Ok(addrs)
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `{"id":"...","deadline_ms":N,"fired_ms":N,"attempt":N}`.
@@ -459,14 +572,31 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_urls_are_accepted() {
+    fn only_http_and_https_urls_are_accepted() {
         let make = |url: &str| WebhookSink::new(WebhookConfig::new(url)).map(|_| ());
         assert_eq!(make("http://127.0.0.1:8080/close"), Ok(()));
         assert_eq!(make("http://shop.internal/hooks/close?x=1"), Ok(()));
+        assert_eq!(make("https://shop.example/close"), Ok(()));
         assert!(matches!(
-            make("https://shop.example/close"),
+            make("ftp://shop.example/close"),
             Err(WebhookError::UnsupportedScheme { .. })
         ));
+        let with_ca = |url: &str, ca: &str| {
+            WebhookSink::new(WebhookConfig {
+                ca_cert: Some(ca.into()),
+                ..WebhookConfig::new(url)
+            })
+            .map(|_| ())
+        };
+        assert!(matches!(
+            with_ca("http://127.0.0.1:8080/close", "/etc/hosts"),
+            Err(WebhookError::CaCertWithoutHttps { .. })
+        ));
+        let missing = with_ca("https://shop.example/close", "/nonexistent/ca.pem");
+        assert!(
+            matches!(&missing, Err(WebhookError::Tls(e)) if e.contains("/nonexistent/ca.pem")),
+            "{missing:?}"
+        );
         assert!(matches!(
             make("127.0.0.1:8080/close"),
             Err(WebhookError::InvalidUrl { .. })

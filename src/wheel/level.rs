@@ -11,7 +11,7 @@
 //! | 2     | 150 days          | ~1,479 years     |
 //!
 //! With the finest tick (1 ms) the top level still spans 540 days, more than
-//! the 366-day limit on delays ([`crate::MAX_DELAY_MS`]).
+//! the 366-day limit on delays ([`crate::limits::MAX_DELAY_MS`]).
 //!
 //! A timer due at tick `when` is stored in the lowest level `k` for which
 //! `when` and `now` fall in the same level-`(k+1)` span, in slot
@@ -26,17 +26,33 @@
 //! and a shift, so it costs no more than masking would.
 
 /// Slots per level.
+#[cfg(not(fuzzing))]
 pub const SLOTS: usize = 3600;
 
 /// Number of levels.
+#[cfg(not(fuzzing))]
 pub const LEVELS: usize = 3;
+
+// The fuzz build (cargo-fuzz sets `--cfg fuzzing`) uses a small wheel of the
+// same kind: building one costs 2.5 KiB of slot heads instead of 42 KiB (per
+// shard), and level boundaries come every 130 ticks, within reach of a
+// mutated input. Like 3600, 130 is not a power of two and its bitmap ends in
+// a partial word; five levels still span more than `MAX_DELAY_MS` at 1 ms.
+// `tests/engine_fuzz_corpus.rs` replays the corpus on the real geometry.
+/// Slots per level (fuzz build).
+#[cfg(fuzzing)]
+pub const SLOTS: usize = 130;
+
+/// Number of levels (fuzz build).
+#[cfg(fuzzing)]
+pub const LEVELS: usize = 5;
 
 /// Ticks covered by the whole wheel; deadlines further out are parked in the
 /// top level and re-placed as the wheel turns.
 pub const MAX_TICKS: u64 = level_range(LEVELS - 1);
 
 // At the finest tick (1 ms) the wheel must still hold the longest delay.
-const _: () = assert!(MAX_TICKS > crate::engine::MAX_DELAY_MS);
+const _: () = assert!(MAX_TICKS > crate::limits::MAX_DELAY_MS);
 
 /// Marks a slot that holds no entry.
 pub const NIL: u32 = u32::MAX;

@@ -43,6 +43,24 @@ def check_commands(r):
     assert info["version"], info
 
 
+def check_cluster_key_lookup(r):
+    # RedisCluster finds the key of a command from COMMAND (its CommandsParser):
+    # first key, last key and step of each entry.
+    from redis._parsers import CommandsParser
+
+    parser = CommandsParser(r)
+    for args, keys in [
+        (("ADD", "order:1", "1000"), ["order:1"]),
+        (("ADDAT", "order:2", "1800000000000", "REPLACE"), ["order:2"]),
+        (("CANCEL", "order:3"), ["order:3"]),
+        (("PTTL", "order:4"), ["order:4"]),
+    ]:
+        got = [k.decode() if isinstance(k, bytes) else k for k in parser.get_keys(r, *args)]
+        assert got == keys, (args, got)
+    assert parser.get_keys(r, "COUNT") is None
+    assert parser.get_keys(r, "PING", "x") is None
+
+
 def check_pubsub(r):
     p = r.pubsub()
     p.subscribe("fired")
@@ -95,6 +113,7 @@ def main():
         check_password_required(args.port, args.password)
         r = redis.Redis(port=args.port, password=args.password)
     check_commands(r)
+    check_cluster_key_lookup(r)
     check_pubsub(r)
     r.close()
     print("ok", "redis-py", redis.__version__)

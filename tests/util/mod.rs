@@ -4,12 +4,17 @@
 //! - [`RedisServer`]: a private `redis-server` (own port, own temporary directory, AOF with
 //!   `appendfsync always`), killed when dropped. Never port 6379, never a shared instance.
 //! - [`RespConn`] and [`Resp`]: a tiny blocking RESP2/RESP3 client that works against Redis and
-//!   against our own server. Every read has a deadline, so a test fails instead of hanging.
+//!   against our own server, in plain text or TLS ([`RespConn::connect_tls`]). Every read has a
+//!   deadline, so a test fails instead of hanging.
+//! - [`certs::Pki`]: a private CA and certificates made by the test; [`RedisServer::start_tls`]
+//!   runs Redis with TLS only (`--port 0 --tls-port P`).
 //!
 //! Ground rules: helpers panic with a message that says what went wrong (these are tests);
 //! the `try_` variants return `io::Result` for tests that expect a failure (a closed connection,
 //! a server that is down).
 #![allow(dead_code)]
+
+pub mod certs;
 
 use std::fmt;
 use std::fs;
@@ -22,8 +27,13 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod wire;
+
 /// How long any single reply may take before a test gives up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a test waits for something that should happen soon (a
+/// reconnect, a firing, a state change) before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 /// How long a `redis-server` may take to answer `PING` after it was started.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often readiness is polled.
@@ -295,7 +305,9 @@ fn parse_at(buf: &[u8], pos: usize) -> Parsed<Resp> {
 ///
 /// Works against Redis and against our server; sends exactly the bytes it is given.
 pub struct RespConn {
+    /// The socket, for timeouts and `shutdown`; `io` reads and writes it.
     stream: TcpStream,
+    io: Box<dyn ReadWrite>,
     buf: Vec<u8>,
     timeout: Duration,
 }
@@ -308,15 +320,43 @@ impl RespConn {
     }
 
     pub fn try_connect(port: u16) -> io::Result<RespConn> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
+        let stream = RespConn::tcp(port)?;
         Ok(RespConn {
+            io: Box::new(stream.try_clone()?),
             stream,
             buf: Vec::new(),
             timeout: REPLY_TIMEOUT,
         })
+    }
+
+    /// Connects with TLS to 127.0.0.1:`port` (server name `localhost`) and completes the
+    /// handshake, so a refused certificate shows here as an error.
+    pub fn connect_tls(
+        port: u16,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> io::Result<RespConn> {
+        let stream = RespConn::tcp(port)?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(tls, name).map_err(io::Error::other)?;
+        let mut socket = stream.try_clone()?;
+        while client.is_handshaking() {
+            client.complete_io(&mut socket)?;
+        }
+        Ok(RespConn {
+            io: Box::new(rustls::StreamOwned::new(client, socket)),
+            stream,
+            buf: Vec::new(),
+            timeout: REPLY_TIMEOUT,
+        })
+    }
+
+    fn tcp(port: u16) -> io::Result<TcpStream> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
+        Ok(stream)
     }
 
     /// Changes how long [`RespConn::read_reply`] waits for one reply (default [`REPLY_TIMEOUT`]).
@@ -336,7 +376,8 @@ impl RespConn {
     }
 
     pub fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        self.io.write_all(bytes)?;
+        self.io.flush()
     }
 
     /// Sends one command as a RESP array of bulk strings.
@@ -393,7 +434,7 @@ impl RespConn {
             }
             self.stream.set_read_timeout(Some(remaining))?;
             let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk) {
+            match self.io.read(&mut chunk) {
                 Ok(0) => {
                     return Err(self.incomplete(io::ErrorKind::UnexpectedEof, "EOF after"));
                 }
@@ -424,6 +465,10 @@ impl RespConn {
     }
 }
 
+/// A plain socket or a TLS stream over one.
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
 // ---------------------------------------------------------------------------------------------
 // A private redis-server
 // ---------------------------------------------------------------------------------------------
@@ -435,13 +480,50 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     binary: PathBuf,
+    tls: Option<RedisTls>,
     // Declared last so it is deleted after the process is gone.
     dir: TempDir,
+}
+
+/// How a TLS-only `redis-server` is set up (see [`RedisServer::start_tls`]).
+struct RedisTls {
+    args: Vec<String>,
+    /// Trusts the server's CA and presents [`RedisServer::tls_client`].
+    client: std::sync::Arc<rustls::ClientConfig>,
+    identity: certs::Identity,
 }
 
 impl RedisServer {
     /// Starts a server and waits until it answers `PING` with `+PONG`.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(None)
+    }
+
+    /// Starts a server that speaks only TLS (`--port 0 --tls-port P`), with a certificate
+    /// issued by `pki`; with `auth_clients`, clients must present a certificate from `pki`
+    /// (`--tls-auth-clients yes`).
+    pub fn start_tls(pki: &certs::Pki, auth_clients: bool) -> RedisServer {
+        let server = pki.server("redis-server");
+        let identity = pki.client("redis-client");
+        #[rustfmt::skip]
+        let args = [
+            "--tls-cert-file", server.cert(), "--tls-key-file", server.key(),
+            "--tls-ca-cert-file", pki.ca(),
+            "--tls-auth-clients", if auth_clients { "yes" } else { "no" },
+        ];
+        RedisServer::start_with(Some(RedisTls {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            client: pki.client_config(Some(&identity)),
+            identity,
+        }))
+    }
+
+    /// With [`RedisServer::start_tls`]: a client certificate the server accepts.
+    pub fn tls_client(&self) -> &certs::Identity {
+        &self.tls.as_ref().expect("a TLS server").identity
+    }
+
+    fn start_with(tls: Option<RedisTls>) -> RedisServer {
         let binary = find_on_path("redis-server").unwrap_or_else(|| {
             panic!("redis-server not found on PATH; install the Debian package redis-server")
         });
@@ -453,6 +535,7 @@ impl RedisServer {
             child: None,
             port: 0,
             binary,
+            tls,
             dir,
         };
         // free_port() can race with other tests starting servers: retry on a fresh port.
@@ -477,9 +560,14 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT/0`
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// The data directory (holds `appendonlydir/` and `redis.log`).
@@ -510,7 +598,7 @@ impl RedisServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Ok(mut conn) = RespConn::try_connect(self.port) {
+        if let Ok(mut conn) = self.try_conn() {
             // On success Redis closes the connection without replying.
             let _ = conn.try_send_raw(&encode_command(&["SHUTDOWN", "NOSAVE"]));
             let _ = conn.try_read_reply();
@@ -544,9 +632,17 @@ impl RedisServer {
         self.conn().cmd(args)
     }
 
-    /// A new connection to this server.
+    /// A new connection to this server (TLS for a TLS server).
     pub fn conn(&self) -> RespConn {
-        RespConn::connect(self.port)
+        self.try_conn()
+            .unwrap_or_else(|e| panic!("connect to redis-server on {} failed: {e}", self.port))
+    }
+
+    fn try_conn(&self) -> io::Result<RespConn> {
+        match &self.tls {
+            Some(tls) => RespConn::connect_tls(self.port, tls.client.clone()),
+            None => RespConn::try_connect(self.port),
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -558,13 +654,22 @@ impl RedisServer {
         let dir = self.dir.path().to_str().expect("temporary dir is UTF-8");
         let log = self.log_path();
         let log = log.to_str().expect("log path is UTF-8");
+        let port_args = match &self.tls {
+            Some(tls) => {
+                let mut args = vec!["--port", "0", "--tls-port", &port];
+                args.extend(tls.args.iter().map(String::as_str));
+                args
+            }
+            None => vec!["--port", &port],
+        };
         #[rustfmt::skip]
         let args = [
-            "--port", &port, "--bind", "127.0.0.1", "--dir", dir, "--logfile", log,
+            "--bind", "127.0.0.1", "--dir", dir, "--logfile", log,
             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
             "--daemonize", "no", "--protected-mode", "no",
         ];
         let child = Command::new(&self.binary)
+            .args(port_args)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -601,7 +706,7 @@ impl RedisServer {
     }
 
     fn answers_as(&self, pid: u32) -> bool {
-        let Ok(mut conn) = RespConn::try_connect(self.port) else {
+        let Ok(mut conn) = self.try_conn() else {
             return false;
         };
         conn.set_timeout(Duration::from_secs(1));

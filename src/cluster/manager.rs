@@ -1,0 +1,350 @@
+//! The manager thread: one round every quarter lease (sooner when the
+//! journal reports a fenced write).
+//!
+//! A round: refresh this node's heartbeat and read the members; read
+//! every partition's lease; renew the leases held here (a lease found
+//! with another value is lost: drop the partition); hand off partitions
+//! that rendezvous now gives to another live node (stop client writes,
+//! wait until the journal has confirmed what was queued, forget the
+//! timers, release the lease); take free partitions that rendezvous gives
+//! to this node (epoch + 1, load the due set, serve). Whatever happens
+//! with Redis, a partition whose lease ran out by this node's clock is
+//! dropped, so a node cut off from Redis stops serving and firing it.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::{Connection, Script, Value};
+
+use super::membership::{self, View};
+use super::{Held, Owner, Shared, rendezvous, scripts};
+use crate::engine::Engine;
+use crate::id::OrderId;
+use crate::journal::{Ack, AckStatus};
+use std::sync::atomic::Ordering;
+
+struct Scripts {
+    members: Script,
+    take: Script,
+    renew: Script,
+    release: Script,
+}
+
+pub(super) fn run(shared: &Shared, engine: &Engine) {
+    let lease_ms = shared.config.lease.as_millis() as u64;
+    let round = Duration::from_millis((lease_ms / 4).max(20));
+    let scripts = Scripts {
+        members: Script::new(scripts::MEMBERS),
+        take: Script::new(scripts::TAKE),
+        renew: Script::new(scripts::RENEW),
+        release: Script::new(scripts::RELEASE),
+    };
+    let own = &shared.ownership;
+    let mut con: Option<Connection> = None;
+    let mut handoffs: HashMap<u16, Ack> = HashMap::new();
+    let mut failures = 0u32;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let started = own.now_ms();
+        let mut drops: Vec<u16> = Vec::new();
+        for p in own.partitions().iter() {
+            if own.take_fenced(p) && own.held_epoch(p) != 0 {
+                tracing::warn!(
+                    partition = p,
+                    "cluster: fenced off by a newer owner; dropping"
+                );
+                shared.counters.fenced_drops.fetch_add(1, Ordering::Relaxed);
+                drops.push(p);
+            }
+        }
+        forget(shared, engine, &drops, &mut handoffs);
+        // First, before any Redis I/O: a node that wakes up from a pause
+        // drops what it no longer holds without waiting for Redis.
+        drop_expired(shared, engine, &mut handoffs);
+        let result = match con.as_mut() {
+            Some(c) => one_round(shared, engine, c, &scripts, &mut handoffs),
+            None => super::open(&shared.client, round.max(Duration::from_millis(100))).and_then(
+                |mut c| {
+                    let r = one_round(shared, engine, &mut c, &scripts, &mut handoffs);
+                    con = Some(c);
+                    r
+                },
+            ),
+        };
+        match result {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(failures, "cluster: Redis is back");
+                }
+                failures = 0;
+            }
+            Err(error) => {
+                failures += 1;
+                con = None;
+                if failures.is_power_of_two() {
+                    tracing::error!(%error, failures, "cluster: cannot reach Redis; partitions whose lease runs out stop being served");
+                }
+            }
+        }
+        drop_expired(shared, engine, &mut handoffs);
+        let spent = Duration::from_millis(own.now_ms() - started);
+        own.sleep(round.saturating_sub(spent));
+    }
+}
+
+fn one_round(
+    shared: &Shared,
+    engine: &Engine,
+    con: &mut Connection,
+    scripts: &Scripts,
+    handoffs: &mut HashMap<u16, Ack>,
+) -> redis::RedisResult<()> {
+    let own = &shared.ownership;
+    let layout = own.layout();
+    let parts = own.partitions();
+    let lease_ms = shared.config.lease.as_millis() as u64;
+    let me = &shared.me;
+
+    let view = membership::heartbeat(con, &scripts.members, layout, Some(me), lease_ms)?;
+    // The lease table: "<id> <epoch>" or nil per partition.
+    let mut pipe = redis::pipe();
+    for p in parts.iter() {
+        pipe.cmd("GET").arg(layout.lease(p));
+    }
+    let holders: Vec<Option<String>> = pipe.query(con)?;
+    publish_routing(shared, &view, &holders);
+
+    // Renew what is held here.
+    let held: Vec<(u16, u64)> = parts
+        .iter()
+        .map(|p| (p, own.held_epoch(p)))
+        .filter(|&(_, e)| e != 0)
+        .collect();
+    if !held.is_empty() {
+        let sent = own.now_ms();
+        // Loaded each round (one round trip): Redis may have restarted.
+        let sha = scripts.renew.load(con)?;
+        let mut pipe = redis::pipe();
+        for &(p, e) in &held {
+            pipe.cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
+                .arg(layout.lease(p))
+                .arg(format!("{} {e}", me.id))
+                .arg(lease_ms);
+        }
+        let renewed: Vec<i64> = pipe.query(con)?;
+        let mut lost = Vec::new();
+        for (&(p, e), ok) in held.iter().zip(renewed) {
+            if ok == 1 && own.held_epoch(p) == e {
+                own.renewed(p, sent + lease_ms);
+                shared.counters.renewed.fetch_add(1, Ordering::Relaxed);
+            } else if ok != 1 {
+                lost.push(p);
+            }
+        }
+        if !lost.is_empty() {
+            tracing::warn!(partitions = ?lost, "cluster: leases lost to another node; dropping");
+            shared
+                .counters
+                .lost
+                .fetch_add(lost.len() as u64, Ordering::Relaxed);
+            forget(shared, engine, &lost, handoffs);
+        }
+    }
+
+    let live = || view.members.iter().map(|m| m.id.as_str());
+    // Hand off what another live node should own.
+    for p in parts.iter() {
+        if let Held::Serving(_) = own.state(p)
+            && let Some(preferred) = rendezvous::preferred(live(), p)
+            && preferred != me.id
+            && !handoffs.contains_key(&p)
+        {
+            own.stop_writes(p);
+            let journal = engine.journal().map(|j| j.tail()).unwrap_or(Ack::DURABLE);
+            tracing::info!(partition = p, to = %view.addr_of(preferred).unwrap_or("?"), "cluster: handing off (rendezvous prefers another live node)");
+            handoffs.insert(p, journal);
+        }
+    }
+    let ready: Vec<u16> = handoffs
+        .iter()
+        .filter(|&(_, &ack)| engine.ack_status(ack) != AckStatus::Waiting)
+        .map(|(&p, _)| p)
+        .collect();
+    // One pass over the wheel for all of them, then the releases.
+    let epochs: Vec<(u16, u64)> = ready.iter().map(|&p| (p, own.held_epoch(p))).collect();
+    forget(shared, engine, &ready, handoffs);
+    for (p, e) in epochs {
+        let released: i64 = scripts
+            .release
+            .key(layout.lease(p))
+            .arg(format!("{} {e}", me.id))
+            .invoke(con)?;
+        shared.counters.handoffs.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(partition = p, epoch = e, released, "cluster: handed off");
+    }
+
+    // Take free partitions rendezvous gives to this node.
+    for p in parts.iter() {
+        if holders[p as usize].is_some()
+            || own.held_epoch(p) != 0
+            || rendezvous::preferred(live(), p) != Some(me.id.as_str())
+        {
+            continue;
+        }
+        let sent = own.now_ms();
+        let reply: Value = scripts
+            .take
+            .key(layout.lease(p))
+            .key(layout.epoch(p))
+            .arg(&me.id)
+            .arg(lease_ms)
+            .invoke(con)?;
+        let epoch = match &reply {
+            Value::Array(items) => match items.as_slice() {
+                [Value::Int(1), Value::Int(e)] => *e as u64,
+                _ => continue, // taken by someone else meanwhile
+            },
+            _ => continue,
+        };
+        own.begin_load(p, epoch, sent + lease_ms);
+        let loading = std::time::Instant::now();
+        let entries: Vec<(Vec<u8>, f64)> = match redis::cmd("ZRANGE")
+            .arg(layout.due(p))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(con)
+        {
+            Ok(entries) => entries,
+            Err(error) => {
+                // Not loaded, so not served; the lease runs out and the
+                // partition is taken again (epoch + 1) later.
+                own.forget(p);
+                return Err(error);
+            }
+        };
+        let total = entries.len();
+        let overdue = engine.load(entries.into_iter().filter_map(|(member, score)| {
+            OrderId::new(member)
+                .ok()
+                .map(|id| (id, score.max(0.0).round() as u64))
+        }));
+        own.serve(p);
+        let took = loading.elapsed().as_millis() as u64;
+        let c = &shared.counters;
+        c.takeovers.fetch_add(1, Ordering::Relaxed);
+        c.last_takeover_ms.store(took, Ordering::Relaxed);
+        c.last_takeover_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        tracing::info!(
+            partition = p,
+            epoch,
+            timers = total,
+            overdue,
+            load_ms = took,
+            "cluster: took partition (free, and rendezvous prefers this node); serving"
+        );
+    }
+    Ok(())
+}
+
+/// Drops the partitions whose lease ran out by this node's clock.
+fn drop_expired(shared: &Shared, engine: &Engine, handoffs: &mut HashMap<u16, Ack>) {
+    let own = &shared.ownership;
+    let now = own.now_ms();
+    let expired: Vec<u16> = own
+        .partitions()
+        .iter()
+        .filter(|&p| own.held_epoch(p) != 0 && own.valid_until(p) <= now)
+        .collect();
+    if !expired.is_empty() {
+        tracing::error!(partitions = ?expired, "cluster: leases ran out before they could be renewed; no longer serving them");
+        shared
+            .counters
+            .lost
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        forget(shared, engine, &expired, handoffs);
+    }
+}
+
+/// Stops serving `partitions` and forgets their timers.
+fn forget(shared: &Shared, engine: &Engine, partitions: &[u16], handoffs: &mut HashMap<u16, Ack>) {
+    if partitions.is_empty() {
+        return;
+    }
+    let own = &shared.ownership;
+    let mut gone = vec![false; own.partitions().count() as usize];
+    for &p in partitions {
+        own.forget(p);
+        handoffs.remove(&p);
+        gone[p as usize] = true;
+    }
+    let forgotten = engine.forget_where(|id| gone[own.partition_of(id) as usize]);
+    tracing::info!(partitions = ?partitions, timers = forgotten, "cluster: partitions dropped");
+}
+
+fn publish_routing(shared: &Shared, view: &View, holders: &[Option<String>]) {
+    let mut routing = shared.routing.write();
+    let previous = std::mem::take(&mut routing.owners);
+    routing.owners = holders
+        .iter()
+        .enumerate()
+        .map(|(p, holder)| {
+            let (id, epoch) = holder.as_deref()?.split_once(' ')?;
+            let epoch = epoch.parse().ok()?;
+            // A holder that just left the member list keeps its last address.
+            let addr = view.addr_of(id).map(str::to_string).or_else(|| {
+                previous
+                    .get(p)?
+                    .as_ref()
+                    .filter(|o| o.id == id)
+                    .map(|o| o.addr.clone())
+            })?;
+            Some(Owner {
+                id: id.to_string(),
+                addr,
+                epoch,
+            })
+        })
+        .collect();
+    for (p, owner) in routing.owners.clone().iter().enumerate() {
+        if let Some(owner) = owner {
+            routing.epochs[p] = owner.epoch;
+        }
+    }
+    routing.members = view.members.clone();
+}
+
+/// Clean exit: give every lease back and leave the member list.
+pub(super) fn leave(shared: &Shared) {
+    let own = &shared.ownership;
+    let layout = own.layout();
+    let Ok(mut con) = super::open(&shared.client, Duration::from_secs(2)) else {
+        tracing::warn!("cluster: Redis unreachable at shutdown; the leases run out by themselves");
+        return;
+    };
+    let release = Script::new(scripts::RELEASE);
+    let mut released = 0;
+    for p in own.partitions().iter() {
+        let e = own.held_epoch(p);
+        if e == 0 {
+            continue;
+        }
+        own.forget(p);
+        if let Ok(1) = release
+            .key(layout.lease(p))
+            .arg(format!("{} {e}", shared.me.id))
+            .invoke::<i64>(&mut con)
+        {
+            released += 1;
+        }
+    }
+    let _ = membership::leave(&mut con, layout, &shared.me);
+    tracing::info!(released, "cluster: left; leases released");
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
