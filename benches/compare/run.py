@@ -392,7 +392,7 @@ def main():
     command = shlex.join(["python3", "benches/compare/run.py", *sys.argv[1:]])
     chosen = [a for a in approaches.all_approaches()
               if (not args.quick or not a.usual) and (not args.only or args.only in a.key)]
-    started = time.time()
+    started, where = time.time(), machine()  # the commit measured is the one at the start
     ctx = Context()
     results = []
     settle_s = 0.3 if args.quick else 2.0
@@ -416,7 +416,8 @@ def main():
                     results.append(r)
                     print("   ", report.one_line(r), flush=True)
             # After each scenario, so that an interrupted run still leaves what it measured.
-            saved = dict(results=results, machine=machine(), command=command,
+            saved = dict(results=results, machine=dict(where, load=machine()["load"]),
+                         command=command,
                          elapsed_s=time.time() - started, quick=args.quick)
             with open(RESULTS, "wb") as f:
                 pickle.dump(saved, f)
