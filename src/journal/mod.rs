@@ -294,6 +294,8 @@ pub struct JournalStats {
     pub reconnects_total: u64,
     /// Seconds the journal has been down (0 when up).
     pub down_for_s: u64,
+    /// Cluster mode (the figures below are shown only then).
+    pub cluster: bool,
     /// Cluster mode: Redis masters the writer sends to (1 for a plain Redis).
     pub redis_masters: u64,
     /// Cluster mode: journal calls a Redis Cluster redirected (`-MOVED`,
@@ -705,6 +707,7 @@ impl Journal {
                 .down_since
                 .lock()
                 .map_or(0, |t| t.elapsed().as_secs()),
+            cluster: self.inner.ownership.is_some(),
             redis_masters: self.inner.router_masters.load(Ordering::Relaxed),
             redirects_total: router.redirects,
             slot_map_refreshes_total: router.refreshes,

@@ -532,6 +532,7 @@ fn write_cluster(
                 &[crate::cluster::scripts::APPLY],
             )?;
             inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            inner.publish_router(&connected);
             router.insert(connected)
         }
     };
