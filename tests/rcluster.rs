@@ -20,7 +20,7 @@ use util::redis_cluster::RedisCluster;
 use util::timewheel_cluster::{
     Ledger, Outcome, PARTITIONS, Router, array, info_field, load_client, wait_stable,
 };
-use util::{Resp, TimewheelServer, unix_ms, wait_until};
+use util::{Resp, TimewheelServer, run_timewheel, unix_ms, wait_until};
 
 const LEASE_MS: u64 = 1000;
 const STREAM: &str = "orders";
@@ -166,6 +166,26 @@ fn partitions_are_journaled_on_the_master_of_their_slot() {
             "node {port}"
         );
     }
+
+    // A single node (no --cluster) refuses a Redis Cluster, in one line.
+    let url = cluster.url();
+    let (status, stderr) = run_timewheel(
+        &[
+            "serve",
+            "--redis",
+            &url,
+            "--stream",
+            STREAM,
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is a Redis Cluster") && stderr.contains("--cluster"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -271,5 +291,12 @@ fn a_redis_master_killed_under_load_loses_nothing_and_service_resumes() {
         "too little load: {}",
         ledger.added.len()
     );
+    // The writers saw the failover: errors, then a new slot map.
+    let sum = |key: &str| -> u64 { ports.iter().map(|&p| info_field(p, key).unwrap()).sum() };
+    assert!(sum("journal_errors_total") >= 1);
+    assert!(sum("journal_slot_map_changes_total") >= 1);
+    assert!(ports.iter().any(|&p| {
+        info_field(p, "journal_last_slot_map_change_unix_ms").unwrap() >= unix_ms() - 60_000
+    }));
     drop(nodes);
 }

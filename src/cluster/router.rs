@@ -57,6 +57,11 @@ pub struct RouterStats {
     pub refreshes: u64,
     /// Failed round trips to a master (connection errors).
     pub errors: u64,
+    /// Times a read of the slot map found other masters than the last one
+    /// (a failover, or slots moved to a new master).
+    pub map_changes: u64,
+    /// Unix ms of the last such change (0: none seen).
+    pub last_map_change_unix_ms: u64,
 }
 
 struct Master {
@@ -248,7 +253,12 @@ impl Router {
                 }
             }
         }
-        if masters != self.masters {
+        let changed = masters != self.masters || (!self.slots.is_empty() && slots != self.slots);
+        if changed && !self.slots.is_empty() {
+            self.stats.map_changes += 1;
+            self.stats.last_map_change_unix_ms = crate::clock::unix_ms();
+        }
+        if changed {
             tracing::info!(masters = ?masters.iter().map(|m| format!("{}:{}", m.host, m.port)).collect::<Vec<_>>(), "redis cluster: slot map read");
         }
         self.masters = masters;

@@ -303,6 +303,11 @@ pub struct JournalStats {
     pub redirects_total: u64,
     /// Cluster mode: times the writer read the Redis Cluster slot map.
     pub slot_map_refreshes_total: u64,
+    /// Cluster mode: times the slot map read had other masters than the
+    /// last one (a failover seen).
+    pub slot_map_changes_total: u64,
+    /// Cluster mode: Unix ms of the last such change (0: none seen).
+    pub last_slot_map_change_unix_ms: u64,
     /// What the rebuild at start found.
     pub restored: Restored,
 }
@@ -711,6 +716,8 @@ impl Journal {
             redis_masters: self.inner.router_masters.load(Ordering::Relaxed),
             redirects_total: router.redirects,
             slot_map_refreshes_total: router.refreshes,
+            slot_map_changes_total: router.map_changes,
+            last_slot_map_change_unix_ms: router.last_map_change_unix_ms,
             restored: self.inner.restored.lock().clone(),
         }
     }

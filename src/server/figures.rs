@@ -386,6 +386,16 @@ fn journal_section(engine: &Engine) -> Section {
                 "Times the journal read the Redis Cluster slot map.",
                 j.slot_map_refreshes_total,
             ),
+            counter(
+                "journal_slot_map_changes_total",
+                "Times the Redis Cluster slot map had other masters than before (a failover seen).",
+                j.slot_map_changes_total,
+            ),
+            gauge(
+                "journal_last_slot_map_change_unix_ms",
+                "When the journal last saw the slot map change, Unix ms (0: never).",
+                j.last_slot_map_change_unix_ms,
+            ),
         ]);
     }
     section
