@@ -49,6 +49,9 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
     let mut router: Option<Router> = None;
     let mut handoffs: HashMap<u16, Ack> = HashMap::new();
     let mut failures = 0u32;
+    // From when (this node's ms) the member list is trusted to move
+    // partitions; `None` while heartbeats fail. Trusted at start.
+    let mut trusted_from: Option<u64> = Some(0);
     while !shared.stop.load(Ordering::SeqCst) {
         let started = own.now_ms();
         let mut drops: Vec<u16> = Vec::new();
@@ -67,9 +70,24 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
         // drops what it no longer holds without waiting for Redis.
         drop_expired(shared, engine, &mut handoffs);
         let result = match router.as_mut() {
-            Some(r) => one_round(shared, engine, r, &scripts, &mut handoffs),
-            None => super::connect(shared, round.max(Duration::from_millis(100)))
-                .and_then(|r| one_round(shared, engine, router.insert(r), &scripts, &mut handoffs)),
+            Some(r) => one_round(
+                shared,
+                engine,
+                r,
+                &scripts,
+                &mut handoffs,
+                &mut trusted_from,
+            ),
+            None => super::connect(shared, round.max(Duration::from_millis(100))).and_then(|r| {
+                one_round(
+                    shared,
+                    engine,
+                    router.insert(r),
+                    &scripts,
+                    &mut handoffs,
+                    &mut trusted_from,
+                )
+            }),
         };
         match result {
             Ok(()) => {
@@ -97,6 +115,7 @@ fn one_round(
     router: &mut Router,
     scripts: &Scripts,
     handoffs: &mut HashMap<u16, Ack>,
+    trusted_from: &mut Option<u64>,
 ) -> redis::RedisResult<()> {
     let own = &shared.ownership;
     let layout = own.layout();
@@ -156,9 +175,22 @@ fn one_round(
         }
     }
 
-    let view = router.with(layout.cluster_slot(), |con| {
+    let view = match router.with(layout.cluster_slot(), |con| {
         membership::heartbeat(con, &scripts.members, layout, Some(me), lease_ms)
-    })?;
+    }) {
+        Ok(view) => view,
+        Err(error) => {
+            *trusted_from = None;
+            return Err(error);
+        }
+    };
+    // After heartbeats failed for a while (Redis, or the master of the
+    // cluster keys, failing over), every node's entry may have expired:
+    // the first lists after that are partial, and moving partitions by
+    // them would only move them back. Wait one lease of heartbeats first,
+    // so that every live node is listed again.
+    let now = own.now_ms();
+    let may_move = now >= *trusted_from.get_or_insert(now + lease_ms);
     // The lease table: "<id> <epoch>" or nil per partition; `None` where
     // the partition's master did not answer.
     let calls: Vec<(u16, redis::Cmd)> = parts
@@ -188,7 +220,8 @@ fn one_round(
     let live = || view.members.iter().map(|m| m.id.as_str());
     // Hand off what another live node should own.
     for p in parts.iter() {
-        if let Held::Serving(_) = own.state(p)
+        if may_move
+            && let Held::Serving(_) = own.state(p)
             && let Some(preferred) = rendezvous::preferred(live(), p)
             && preferred != me.id
             && !handoffs.contains_key(&p)
@@ -228,7 +261,8 @@ fn one_round(
 
     // Take free partitions rendezvous gives to this node.
     for p in parts.iter() {
-        if !matches!(holders[p as usize], Some(None))
+        if !may_move
+            || !matches!(holders[p as usize], Some(None))
             || own.held_epoch(p) != 0
             || rendezvous::preferred(live(), p) != Some(me.id.as_str())
         {

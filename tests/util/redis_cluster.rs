@@ -4,7 +4,9 @@
 //! Each node is `redis-server --cluster-enabled yes --cluster-node-timeout
 //! 2000 --appendonly yes --repl-diskless-sync-delay 0
 //! --cluster-replica-validity-factor 0` (so that a replica that has synced
-//! always fails over, within a few seconds of its master's `kill -9`), then
+//! always fails over, within a few seconds of its master's `kill -9`;
+//! `--cluster-require-full-coverage no`, so that the other masters keep
+//! serving while one fails over), then
 //! `redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes`.
 //! Ports are below 55535 with port + 10000 (the cluster bus) free too.
 //!
@@ -123,6 +125,7 @@ impl RedisCluster {
             "--appendonly", "yes", "--appendfsync", "everysec",
             "--repl-diskless-sync-delay", "0",
             "--cluster-replica-validity-factor", "0",
+            "--cluster-require-full-coverage", "no",
         ];
         Command::new(binary)
             .args(args)
