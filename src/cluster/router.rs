@@ -516,6 +516,31 @@ mod tests {
     }
 
     #[test]
+    fn another_node_keeps_the_seeds_password_and_database() {
+        use redis::IntoConnectionInfo;
+        let seed = "redis://:s3cret@10.0.0.1:7000/0"
+            .into_connection_info()
+            .unwrap();
+        let other = with_addr(&seed, "10.0.0.2", 7001);
+        assert_eq!(host_port(&other), ("10.0.0.2".to_string(), 7001));
+        assert_eq!(other.redis_settings().password(), Some("s3cret"));
+        assert_eq!(other.redis_settings().db(), 0);
+        assert_eq!(host_port(&seed), ("10.0.0.1".to_string(), 7000));
+    }
+
+    #[test]
+    fn another_node_of_a_tls_seed_is_tls_too() {
+        use redis::IntoConnectionInfo;
+        let seed = "rediss://10.0.0.1:7000".into_connection_info().unwrap();
+        let other = with_addr(&seed, "10.0.0.3", 7002);
+        assert!(
+            matches!(other.addr(), ConnectionAddr::TcpTls { host, port: 7002, .. } if host == "10.0.0.3"),
+            "{:?}",
+            other.addr()
+        );
+    }
+
+    #[test]
     fn cluster_slots_replies_are_read_with_replicas() {
         let reply = Value::Array(vec![
             Value::Array(vec![
