@@ -203,6 +203,99 @@ fn the_durable_setup_runs_as_written() {
     drop(stop_redis);
 }
 
+/// The cluster block: three nodes started as written (ports, Redis and the
+/// binary substituted), then `redis-cli -c` against the first one follows
+/// `-MOVED` to the owner of `order-42` and gets its deadline.
+#[test]
+fn the_cluster_block_runs_as_written() {
+    if !redis_cli_present() {
+        return;
+    }
+    let readme = read("README.md");
+    let cluster = block(&readme, "cluster");
+    let (start, query) = cluster
+        .split_once("redis-cli")
+        .unwrap_or_else(|| panic!("no redis-cli line in\n{cluster}"));
+    let query = format!("redis-cli{}", query.split('#').next().unwrap().trim_end());
+    let redis = RedisServer::start();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut pairs = vec![
+        ("6380".to_owned(), redis.port().to_string()),
+        (
+            "cargo run --release --".to_owned(),
+            env!("CARGO_BIN_EXE_timewheel").to_owned(),
+        ),
+    ];
+    for (readme_port, port) in ["7001", "7002", "7003"].iter().zip(ports) {
+        pairs.push((readme_port.to_string(), port.to_string()));
+    }
+    let subst = Subst { pairs };
+    let script: String = start.lines().map(|line| subst.apply(line) + "\n").collect();
+    // The nodes run in a process group of their own, ended with the test.
+    let nodes = Command::new("setsid")
+        .args(["bash", "-c", &format!("{script}wait")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the nodes");
+    let _stop = KillGroup(nodes);
+    let query = subst.apply(&query);
+    let mut last = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while shape(last.trim()) != "(integer) N" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{query}` printed {last:?}; the nodes ran:\n{script}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let output = Command::new("bash").args(["-c", &query]).output().unwrap();
+        last = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+    }
+    // It landed in its partition's journal, on the Redis of the block.
+    let keys = redis.cmd(&["KEYS", "{tw:p*}:due"]);
+    assert!(format!("{keys:?}").contains(":due"), "{keys:?}");
+}
+
+/// Kills a process group (led by the child) when the test ends.
+struct KillGroup(std::process::Child);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The TLS block cannot run as written (it names the operator's own
+/// certificate files and hosts); every flag it uses must exist.
+#[test]
+fn the_tls_block_uses_only_real_flags() {
+    let readme = read("README.md");
+    let tls = block(&readme, "tls");
+    let help = Command::new(env!("CARGO_BIN_EXE_timewheel"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("serve --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let serve: String = tls
+        .lines()
+        .skip_while(|line| !line.starts_with("cargo run"))
+        .take_while(|line| !line.starts_with("redis-cli"))
+        .collect();
+    let flags: Vec<&str> = serve
+        .split_whitespace()
+        .skip_while(|word| *word != "serve")
+        .filter(|word| word.starts_with("--"))
+        .collect();
+    assert!(flags.len() >= 7, "{serve}");
+    for flag in flags {
+        assert!(help.contains(flag), "{flag} is not a serve flag:\n{help}");
+    }
+}
+
 /// `SHUTDOWN NOSAVE` for a daemonized redis-server, when the test ends.
 struct Shutdown(u16);
 

@@ -23,7 +23,7 @@ pub use crate::limits::{MAX_DELAY_DAYS, MAX_DELAY_MS, MAX_UNIX_MS, MIN_UNIX_MS};
 
 use super::Protocol;
 use super::request::{Request, parse_i64};
-use super::table::lookup;
+use super::table::{CommandSpec, lookup};
 use crate::id::OrderId;
 
 /// Units `ADD` takes after its delay (`30m`, `1800s`, `1800000ms`); a bare
@@ -185,12 +185,21 @@ impl Command {
     /// Checks a request and types it: the row of the command table, its
     /// arity, then the row's parser.
     pub fn from_request(request: Request) -> Result<Self, CommandError> {
+        Self::from_row(lookup(request.command_name()), request)
+    }
+
+    /// [`Command::from_request`] for a caller that has already looked the
+    /// name up in the command table (`row` is what [`lookup`] returned).
+    pub fn from_row(
+        row: Option<&'static CommandSpec>,
+        request: Request,
+    ) -> Result<Self, CommandError> {
         let mut args = request.into_args();
         if args.is_empty() {
             return Err(CommandError::UnknownCommand(Vec::new()));
         }
         let name = args.remove(0);
-        match lookup(&name) {
+        match row {
             Some(spec) => spec.parse(args),
             None => Err(CommandError::UnknownCommand(name)),
         }

@@ -26,10 +26,26 @@
 //! and a shift, so it costs no more than masking would.
 
 /// Slots per level.
+#[cfg(not(fuzzing))]
 pub const SLOTS: usize = 3600;
 
 /// Number of levels.
+#[cfg(not(fuzzing))]
 pub const LEVELS: usize = 3;
+
+// The fuzz build (cargo-fuzz sets `--cfg fuzzing`) uses a small wheel of the
+// same kind: building one costs 2.5 KiB of slot heads instead of 42 KiB (per
+// shard), and level boundaries come every 130 ticks, within reach of a
+// mutated input. Like 3600, 130 is not a power of two and its bitmap ends in
+// a partial word; five levels still span more than `MAX_DELAY_MS` at 1 ms.
+// `tests/engine_fuzz_corpus.rs` replays the corpus on the real geometry.
+/// Slots per level (fuzz build).
+#[cfg(fuzzing)]
+pub const SLOTS: usize = 130;
+
+/// Number of levels (fuzz build).
+#[cfg(fuzzing)]
+pub const LEVELS: usize = 5;
 
 /// Ticks covered by the whole wheel; deadlines further out are parked in the
 /// top level and re-placed as the wheel turns.

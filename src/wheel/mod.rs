@@ -335,11 +335,15 @@ impl Wheel {
     /// Takes every pending timer out, in no particular order.
     pub fn drain(&mut self) -> Vec<Expired> {
         let mut out = Vec::with_capacity(self.len());
+        // Only occupied slots: visiting all of them cost a shut-down of an
+        // almost empty engine 32 × 3 × 3600 slot reads.
         for level in 0..LEVELS {
-            for slot in 0..SLOTS {
+            let mut from = 0;
+            while let Some(slot) = self.levels[level].next_occupied(from) {
                 self.take_slot(level, slot, |wheel, handle| {
                     out.push(wheel.free(handle));
                 });
+                from = slot + 1;
             }
         }
         self.index.clear();

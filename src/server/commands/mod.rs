@@ -89,7 +89,7 @@ pub fn execute(
         transactions::queue(session, spec, request, out);
         return None;
     }
-    let command = match Command::from_request(request) {
+    let command = match Command::from_row(spec, request) {
         Ok(command) => command,
         Err(error) => {
             write_error(out, error);

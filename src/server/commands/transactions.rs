@@ -44,7 +44,7 @@ pub(super) fn runs_now(spec: Option<&CommandSpec>) -> bool {
 /// its error and dooms the transaction.
 pub(super) fn queue(
     session: &mut Session,
-    spec: Option<&CommandSpec>,
+    spec: Option<&'static CommandSpec>,
     request: Request,
     out: &mut Vec<u8>,
 ) {
@@ -57,7 +57,7 @@ pub(super) fn queue(
         transaction.aborted = true;
         return;
     }
-    match Command::from_request(request) {
+    match Command::from_row(spec, request) {
         Err(error) => {
             write_error(out, error);
             transaction.aborted = true;
