@@ -1,22 +1,28 @@
 //! The manager thread: one round every quarter lease (sooner when the
 //! journal reports a fenced write).
 //!
-//! A round: refresh this node's heartbeat and read the members; read
-//! every partition's lease; renew the leases held here (a lease found
-//! with another value is lost: drop the partition); hand off partitions
+//! A round: renew the leases held here (a lease found with another value
+//! is lost: drop the partition); refresh this node's heartbeat and read
+//! the members; read every partition's lease; hand off partitions
 //! that rendezvous now gives to another live node (stop client writes,
 //! wait until the journal has confirmed what was queued, forget the
 //! timers, release the lease); take free partitions that rendezvous gives
 //! to this node (epoch + 1, load the due set, serve). Whatever happens
 //! with Redis, a partition whose lease ran out by this node's clock is
 //! dropped, so a node cut off from Redis stops serving and firing it.
+//!
+//! Every command goes through a [`Router`]: on a Redis Cluster each
+//! partition's commands go to the master of its slot, and the renewals run
+//! first, so a master that fails over costs only the leases of the
+//! partitions it holds (the others are renewed on their own masters).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::{Connection, Script, Value};
+use redis::{Script, Value};
 
 use super::membership::{self, View};
+use super::router::Router;
 use super::{Held, Owner, Shared, rendezvous, scripts};
 use crate::engine::Engine;
 use crate::id::OrderId;
@@ -40,9 +46,12 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
         release: Script::new(scripts::RELEASE),
     };
     let own = &shared.ownership;
-    let mut con: Option<Connection> = None;
+    let mut router: Option<Router> = None;
     let mut handoffs: HashMap<u16, Ack> = HashMap::new();
     let mut failures = 0u32;
+    // From when (this node's ms) the member list is trusted to move
+    // partitions; `None` while heartbeats fail. Trusted at start.
+    let mut trusted_from: Option<u64> = Some(0);
     while !shared.stop.load(Ordering::SeqCst) {
         let started = own.now_ms();
         let mut drops: Vec<u16> = Vec::new();
@@ -60,15 +69,25 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
         // First, before any Redis I/O: a node that wakes up from a pause
         // drops what it no longer holds without waiting for Redis.
         drop_expired(shared, engine, &mut handoffs);
-        let result = match con.as_mut() {
-            Some(c) => one_round(shared, engine, c, &scripts, &mut handoffs),
-            None => super::open(&shared.client, round.max(Duration::from_millis(100))).and_then(
-                |mut c| {
-                    let r = one_round(shared, engine, &mut c, &scripts, &mut handoffs);
-                    con = Some(c);
-                    r
-                },
+        let result = match router.as_mut() {
+            Some(r) => one_round(
+                shared,
+                engine,
+                r,
+                &scripts,
+                &mut handoffs,
+                &mut trusted_from,
             ),
+            None => super::connect(shared, round.max(Duration::from_millis(100))).and_then(|r| {
+                one_round(
+                    shared,
+                    engine,
+                    router.insert(r),
+                    &scripts,
+                    &mut handoffs,
+                    &mut trusted_from,
+                )
+            }),
         };
         match result {
             Ok(()) => {
@@ -79,7 +98,6 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
             }
             Err(error) => {
                 failures += 1;
-                con = None;
                 if failures.is_power_of_two() {
                     tracing::error!(%error, failures, "cluster: cannot reach Redis; partitions whose lease runs out stop being served");
                 }
@@ -94,26 +112,21 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
 fn one_round(
     shared: &Shared,
     engine: &Engine,
-    con: &mut Connection,
+    router: &mut Router,
     scripts: &Scripts,
     handoffs: &mut HashMap<u16, Ack>,
+    trusted_from: &mut Option<u64>,
 ) -> redis::RedisResult<()> {
     let own = &shared.ownership;
     let layout = own.layout();
     let parts = own.partitions();
     let lease_ms = shared.config.lease.as_millis() as u64;
     let me = &shared.me;
+    // The first error of a partition's command; the round goes on with the
+    // partitions whose master answered.
+    let mut first_error: Option<redis::RedisError> = None;
 
-    let view = membership::heartbeat(con, &scripts.members, layout, Some(me), lease_ms)?;
-    // The lease table: "<id> <epoch>" or nil per partition.
-    let mut pipe = redis::pipe();
-    for p in parts.iter() {
-        pipe.cmd("GET").arg(layout.lease(p));
-    }
-    let holders: Vec<Option<String>> = pipe.query(con)?;
-    publish_routing(shared, &view, &holders);
-
-    // Renew what is held here.
+    // Renew what is held here, first: it needs nothing else from Redis.
     let held: Vec<(u16, u64)> = parts
         .iter()
         .map(|p| (p, own.held_epoch(p)))
@@ -121,25 +134,35 @@ fn one_round(
         .collect();
     if !held.is_empty() {
         let sent = own.now_ms();
-        // Loaded each round (one round trip): Redis may have restarted.
-        let sha = scripts.renew.load(con)?;
-        let mut pipe = redis::pipe();
-        for &(p, e) in &held {
-            pipe.cmd("EVALSHA")
-                .arg(&sha)
-                .arg(1)
-                .arg(layout.lease(p))
-                .arg(format!("{} {e}", me.id))
-                .arg(lease_ms);
-        }
-        let renewed: Vec<i64> = pipe.query(con)?;
+        let calls: Vec<(u16, redis::Cmd)> = held
+            .iter()
+            .map(|&(p, e)| {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(scripts.renew.get_hash())
+                    .arg(1)
+                    .arg(layout.lease(p))
+                    .arg(format!("{} {e}", me.id))
+                    .arg(lease_ms);
+                (layout.slot(p), cmd)
+            })
+            .collect();
+        let sent_calls: Vec<(u16, &redis::Cmd)> = calls.iter().map(|(s, c)| (*s, c)).collect();
+        let renewed = router.query(&sent_calls);
         let mut lost = Vec::new();
-        for (&(p, e), ok) in held.iter().zip(renewed) {
-            if ok == 1 && own.held_epoch(p) == e {
-                own.renewed(p, sent + lease_ms);
-                shared.counters.renewed.fetch_add(1, Ordering::Relaxed);
-            } else if ok != 1 {
-                lost.push(p);
+        for (&(p, e), reply) in held.iter().zip(renewed) {
+            match reply {
+                Ok(Value::Int(1)) => {
+                    if own.held_epoch(p) == e {
+                        own.renewed(p, sent + lease_ms);
+                        shared.counters.renewed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(_) => lost.push(p),
+                // Not known: the lease runs out here unless a later round
+                // renews it.
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
         }
         if !lost.is_empty() {
@@ -152,10 +175,53 @@ fn one_round(
         }
     }
 
+    let view = match router.with(layout.cluster_slot(), |con| {
+        membership::heartbeat(con, &scripts.members, layout, Some(me), lease_ms)
+    }) {
+        Ok(view) => view,
+        Err(error) => {
+            *trusted_from = None;
+            return Err(error);
+        }
+    };
+    // After heartbeats failed for a while (Redis, or the master of the
+    // cluster keys, failing over), every node's entry may have expired:
+    // the first lists after that are partial, and moving partitions by
+    // them would only move them back. Wait one lease of heartbeats first,
+    // so that every live node is listed again.
+    let now = own.now_ms();
+    let may_move = now >= *trusted_from.get_or_insert(now + lease_ms);
+    // The lease table: "<id> <epoch>" or nil per partition; `None` where
+    // the partition's master did not answer.
+    let calls: Vec<(u16, redis::Cmd)> = parts
+        .iter()
+        .map(|p| {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(layout.lease(p));
+            (layout.slot(p), cmd)
+        })
+        .collect();
+    let sent_calls: Vec<(u16, &redis::Cmd)> = calls.iter().map(|(s, c)| (*s, c)).collect();
+    let holders: Vec<Option<Option<String>>> = router
+        .query(&sent_calls)
+        .into_iter()
+        .map(|reply| {
+            match reply.and_then(|v| redis::from_redis_value(v).map_err(redis::RedisError::from)) {
+                Ok(holder) => Some(holder),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                    None
+                }
+            }
+        })
+        .collect();
+    publish_routing(shared, &view, &holders);
+
     let live = || view.members.iter().map(|m| m.id.as_str());
     // Hand off what another live node should own.
     for p in parts.iter() {
-        if let Held::Serving(_) = own.state(p)
+        if may_move
+            && let Held::Serving(_) = own.state(p)
             && let Some(preferred) = rendezvous::preferred(live(), p)
             && preferred != me.id
             && !handoffs.contains_key(&p)
@@ -175,31 +241,49 @@ fn one_round(
     let epochs: Vec<(u16, u64)> = ready.iter().map(|&p| (p, own.held_epoch(p))).collect();
     forget(shared, engine, &ready, handoffs);
     for (p, e) in epochs {
-        let released: i64 = scripts
-            .release
-            .key(layout.lease(p))
-            .arg(format!("{} {e}", me.id))
-            .invoke(con)?;
+        // A release that fails leaves the lease to run out by itself.
+        let released: i64 = match router.with(layout.slot(p), |con| {
+            scripts
+                .release
+                .key(layout.lease(p))
+                .arg(format!("{} {e}", me.id))
+                .invoke(con)
+        }) {
+            Ok(released) => released,
+            Err(error) => {
+                first_error.get_or_insert(error);
+                0
+            }
+        };
         shared.counters.handoffs.fetch_add(1, Ordering::Relaxed);
         tracing::info!(partition = p, epoch = e, released, "cluster: handed off");
     }
 
     // Take free partitions rendezvous gives to this node.
     for p in parts.iter() {
-        if holders[p as usize].is_some()
+        if !may_move
+            || !matches!(holders[p as usize], Some(None))
             || own.held_epoch(p) != 0
             || rendezvous::preferred(live(), p) != Some(me.id.as_str())
         {
             continue;
         }
         let sent = own.now_ms();
-        let reply: Value = scripts
-            .take
-            .key(layout.lease(p))
-            .key(layout.epoch(p))
-            .arg(&me.id)
-            .arg(lease_ms)
-            .invoke(con)?;
+        let reply: Value = match router.with(layout.slot(p), |con| {
+            scripts
+                .take
+                .key(layout.lease(p))
+                .key(layout.epoch(p))
+                .arg(&me.id)
+                .arg(lease_ms)
+                .invoke(con)
+        }) {
+            Ok(reply) => reply,
+            Err(error) => {
+                first_error.get_or_insert(error);
+                continue;
+            }
+        };
         let epoch = match &reply {
             Value::Array(items) => match items.as_slice() {
                 [Value::Int(1), Value::Int(e)] => *e as u64,
@@ -209,19 +293,22 @@ fn one_round(
         };
         own.begin_load(p, epoch, sent + lease_ms);
         let loading = std::time::Instant::now();
-        let entries: Vec<(Vec<u8>, f64)> = match redis::cmd("ZRANGE")
-            .arg(layout.due(p))
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query(con)
-        {
+        // Read from the partition's master (the one that just took it).
+        let entries: Vec<(Vec<u8>, f64)> = match router.with(layout.slot(p), |con| {
+            redis::cmd("ZRANGE")
+                .arg(layout.due(p))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(con)
+        }) {
             Ok(entries) => entries,
             Err(error) => {
                 // Not loaded, so not served; the lease runs out and the
                 // partition is taken again (epoch + 1) later.
                 own.forget(p);
-                return Err(error);
+                first_error.get_or_insert(error);
+                continue;
             }
         };
         let total = entries.len();
@@ -245,7 +332,10 @@ fn one_round(
             "cluster: took partition (free, and rendezvous prefers this node); serving"
         );
     }
-    Ok(())
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 /// Drops the partitions whose lease ran out by this node's clock.
@@ -283,13 +373,18 @@ fn forget(shared: &Shared, engine: &Engine, partitions: &[u16], handoffs: &mut H
     tracing::info!(partitions = ?partitions, timers = forgotten, "cluster: partitions dropped");
 }
 
-fn publish_routing(shared: &Shared, view: &View, holders: &[Option<String>]) {
+/// `holders[p]` is `None` where the lease could not be read: the previous
+/// owner is kept.
+fn publish_routing(shared: &Shared, view: &View, holders: &[Option<Option<String>>]) {
     let mut routing = shared.routing.write();
     let previous = std::mem::take(&mut routing.owners);
     routing.owners = holders
         .iter()
         .enumerate()
         .map(|(p, holder)| {
+            let Some(holder) = holder else {
+                return previous.get(p).cloned().flatten();
+            };
             let (id, epoch) = holder.as_deref()?.split_once(' ')?;
             let epoch = epoch.parse().ok()?;
             // A holder that just left the member list keeps its last address.
@@ -319,7 +414,7 @@ fn publish_routing(shared: &Shared, view: &View, holders: &[Option<String>]) {
 pub(super) fn leave(shared: &Shared) {
     let own = &shared.ownership;
     let layout = own.layout();
-    let Ok(mut con) = super::open(&shared.client, Duration::from_secs(2)) else {
+    let Ok(mut router) = super::connect(shared, Duration::from_secs(2)) else {
         tracing::warn!("cluster: Redis unreachable at shutdown; the leases run out by themselves");
         return;
     };
@@ -331,15 +426,18 @@ pub(super) fn leave(shared: &Shared) {
             continue;
         }
         own.forget(p);
-        if let Ok(1) = release
-            .key(layout.lease(p))
-            .arg(format!("{} {e}", shared.me.id))
-            .invoke::<i64>(&mut con)
-        {
+        if let Ok(1) = router.with(layout.slot(p), |con| {
+            release
+                .key(layout.lease(p))
+                .arg(format!("{} {e}", shared.me.id))
+                .invoke::<i64>(con)
+        }) {
             released += 1;
         }
     }
-    let _ = membership::leave(&mut con, layout, &shared.me);
+    let _ = router.with(layout.cluster_slot(), |con| {
+        membership::leave(con, layout, &shared.me)
+    });
     tracing::info!(released, "cluster: left; leases released");
 }
 

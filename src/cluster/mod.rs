@@ -16,6 +16,7 @@
 //! - [`membership`]: the heartbeat and the live member list.
 //! - [`scripts`]: the Lua scripts and the key layout.
 //! - [`lease`]: [`Ownership`], this node's table of held partitions.
+//! - [`router`]: one connection per Redis master, commands routed by slot.
 //! - `manager`: the thread that heartbeats, takes, renews, hands off and
 //!   drops partitions.
 //!
@@ -44,9 +45,11 @@ pub mod lease;
 mod manager;
 pub mod membership;
 pub mod rendezvous;
+pub mod router;
 pub mod scripts;
 pub mod slot;
 
+use router::Router;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -291,9 +294,9 @@ impl Cluster {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ClusterError::Redis(format!("bad URL: {e}")))?;
         let started = Instant::now();
-        let mut con = loop {
-            match open(&client, Duration::from_secs(5)) {
-                Ok(con) => break con,
+        let mut router = loop {
+            match connect_client(&client, Duration::from_secs(5)) {
+                Ok(router) => break router,
                 Err(error) if started.elapsed() >= config.connect_timeout => {
                     return Err(ClusterError::Unreachable {
                         url: redacted(&config.url),
@@ -306,17 +309,27 @@ impl Cluster {
                 }
             }
         };
+        if router.is_cluster() {
+            tracing::info!(masters = ?router.masters(), "cluster: the Redis is a Redis Cluster (INFO cluster: cluster_enabled:1); each partition goes to the master of its slot");
+        }
         let redis_error = |e: redis::RedisError| ClusterError::Redis(e.to_string());
-        redis::cmd("HSETNX")
-            .arg(layout.config())
-            .arg("partitions")
-            .arg(config.partitions)
-            .query::<()>(&mut con)
+        let cluster_slot = layout.cluster_slot();
+        router
+            .with(cluster_slot, |con| {
+                redis::cmd("HSETNX")
+                    .arg(layout.config())
+                    .arg("partitions")
+                    .arg(config.partitions)
+                    .query::<()>(con)
+            })
             .map_err(redis_error)?;
-        let stored: u32 = redis::cmd("HGET")
-            .arg(layout.config())
-            .arg("partitions")
-            .query(&mut con)
+        let stored: u32 = router
+            .with(cluster_slot, |con| {
+                redis::cmd("HGET")
+                    .arg(layout.config())
+                    .arg("partitions")
+                    .query(con)
+            })
             .map_err(redis_error)?;
         if stored != config.partitions {
             return Err(ClusterError::PartitionMismatch {
@@ -327,9 +340,10 @@ impl Cluster {
         // A journal written by a single node is not read in cluster mode:
         // refuse rather than leave its orders unserved.
         let legacy = format!("{}due", config.key_prefix);
-        let legacy_orders: u64 = redis::cmd("ZCARD")
-            .arg(&legacy)
-            .query(&mut con)
+        let legacy_orders: u64 = router
+            .with(slot::key_slot(legacy.as_bytes()), |con| {
+                redis::cmd("ZCARD").arg(&legacy).query(con)
+            })
             .map_err(redis_error)?;
         if legacy_orders > 0 {
             return Err(ClusterError::LegacyJournal {
@@ -343,13 +357,17 @@ impl Cluster {
             membership::heartbeat(con, &members, &layout, None, lease_ms)
                 .map(|view| view.members.into_iter().find(|m| m.addr == config.announce))
         };
-        if let Some(other) = same_addr(&mut con).map_err(redis_error)? {
+        if let Some(other) = router.with(cluster_slot, same_addr).map_err(redis_error)? {
             // A node killed a moment ago leaves its entry for one lease:
             // only an entry that is still being refreshed is a live twin.
             tracing::info!(id = %other.id, "cluster: a node with this address was seen; waiting one lease to tell a live twin from a dead one");
-            let first = score_of(&mut con, &layout, &other.id).map_err(redis_error)?;
+            let first = router
+                .with(cluster_slot, |con| score_of(con, &layout, &other.id))
+                .map_err(redis_error)?;
             std::thread::sleep(config.lease + config.lease / 2);
-            let later = score_of(&mut con, &layout, &other.id).map_err(redis_error)?;
+            let later = router
+                .with(cluster_slot, |con| score_of(con, &layout, &other.id))
+                .map_err(redis_error)?;
             if later.is_some() && later != first {
                 return Err(ClusterError::DuplicateAddress(config.announce.clone()));
             }
@@ -592,12 +610,18 @@ pub fn parse_announce(announce: &str) -> Result<(&str, u16), ClusterError> {
     Ok((host, port))
 }
 
-fn open(client: &redis::Client, timeout: Duration) -> redis::RedisResult<redis::Connection> {
-    let mut con = client.get_connection_with_timeout(timeout)?;
-    con.set_read_timeout(Some(timeout))?;
-    con.set_write_timeout(Some(timeout))?;
-    redis::cmd("PING").query::<()>(&mut con)?;
-    Ok(con)
+/// A router over `client`'s Redis (a plain Redis or a Redis Cluster), with
+/// the scripts the manager sends by hash loaded on every connection.
+fn connect_client(client: &redis::Client, timeout: Duration) -> redis::RedisResult<Router> {
+    Router::connect(
+        client.get_connection_info().clone(),
+        timeout,
+        &[scripts::RENEW],
+    )
+}
+
+fn connect(shared: &Shared, timeout: Duration) -> redis::RedisResult<Router> {
+    connect_client(&shared.client, timeout)
 }
 
 fn score_of(

@@ -165,6 +165,16 @@ impl Layout {
         format!("{}:{what}", super::slot::tag(&self.prefix, p))
     }
 
+    /// The hash slot of every key of partition `p` (their hash tag's).
+    pub fn slot(&self, p: u16) -> u16 {
+        super::slot::key_slot(super::slot::tag(&self.prefix, p).as_bytes())
+    }
+
+    /// The hash slot of the cluster keys (`{tw:cluster}`).
+    pub fn cluster_slot(&self) -> u16 {
+        super::slot::key_slot(self.config().as_bytes())
+    }
+
     /// `{tw:pNNN}:due`: the partition's pending orders.
     pub fn due(&self, p: u16) -> String {
         self.partition_key(p, "due")
@@ -241,5 +251,9 @@ mod tests {
         let nodes = key_slot(layout.nodes().as_bytes());
         assert_eq!(key_slot(layout.addrs().as_bytes()), nodes);
         assert_eq!(key_slot(layout.config().as_bytes()), nodes);
+        assert_eq!(layout.cluster_slot(), nodes);
+        for p in [0u16, 17, 127] {
+            assert_eq!(layout.slot(p), key_slot(layout.due(p).as_bytes()));
+        }
     }
 }

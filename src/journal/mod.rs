@@ -294,6 +294,20 @@ pub struct JournalStats {
     pub reconnects_total: u64,
     /// Seconds the journal has been down (0 when up).
     pub down_for_s: u64,
+    /// Cluster mode (the figures below are shown only then).
+    pub cluster: bool,
+    /// Cluster mode: Redis masters the writer sends to (1 for a plain Redis).
+    pub redis_masters: u64,
+    /// Cluster mode: journal calls a Redis Cluster redirected (`-MOVED`,
+    /// `-READONLY`) and that were routed again.
+    pub redirects_total: u64,
+    /// Cluster mode: times the writer read the Redis Cluster slot map.
+    pub slot_map_refreshes_total: u64,
+    /// Cluster mode: times the slot map read had other masters than the
+    /// last one (a failover seen).
+    pub slot_map_changes_total: u64,
+    /// Cluster mode: Unix ms of the last such change (0: none seen).
+    pub last_slot_map_change_unix_ms: u64,
     /// What the rebuild at start found.
     pub restored: Restored,
 }
@@ -340,6 +354,9 @@ pub(crate) struct Inner {
     /// Cluster mode: sequence numbers of writes Redis fenced off.
     fenced: Mutex<hashbrown::HashSet<u64>>,
     any_fenced: AtomicBool,
+    /// Cluster mode: the writer's router, as of its last batch.
+    router: Mutex<crate::cluster::router::RouterStats>,
+    router_masters: AtomicU64,
 }
 
 #[derive(Default)]
@@ -441,6 +458,18 @@ impl Journal {
                 }
             }
         };
+        let mut connection = connection;
+        if ownership.is_none()
+            && crate::cluster::router::is_redis_cluster(&mut connection).unwrap_or(false)
+        {
+            // The single-node keys (`tw:due`, `tw:meta`, the stream) hash
+            // to different slots, and its scripts touch several of them.
+            return Err(JournalError::Redis(format!(
+                "{} is a Redis Cluster: the single-node journal needs a plain Redis; \
+                 run with --cluster to spread partitions over its masters",
+                redacted(&config.url)
+            )));
+        }
         tracing::info!(url = %redacted(&config.url), prefix = %config.key_prefix, "journal: connected to Redis");
         let keys = Keys::new(&config);
         Ok(Journal {
@@ -470,6 +499,8 @@ impl Journal {
                 ownership,
                 fenced: Mutex::new(hashbrown::HashSet::new()),
                 any_fenced: AtomicBool::new(false),
+                router: Mutex::new(Default::default()),
+                router_masters: AtomicU64::new(0),
             }),
             writer: Arc::new(Mutex::new(None)),
         })
@@ -666,6 +697,7 @@ impl Journal {
         };
         let c = &self.inner.counters;
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let router = *self.inner.router.lock();
         JournalStats {
             up,
             backlog: backlog + self.in_flight(),
@@ -680,6 +712,12 @@ impl Journal {
                 .down_since
                 .lock()
                 .map_or(0, |t| t.elapsed().as_secs()),
+            cluster: self.inner.ownership.is_some(),
+            redis_masters: self.inner.router_masters.load(Ordering::Relaxed),
+            redirects_total: router.redirects,
+            slot_map_refreshes_total: router.refreshes,
+            slot_map_changes_total: router.map_changes,
+            last_slot_map_change_unix_ms: router.last_map_change_unix_ms,
             restored: self.inner.restored.lock().clone(),
         }
     }
@@ -747,6 +785,13 @@ impl Inner {
             fenced.retain(|&s| s >= floor);
         }
         self.any_fenced.store(true, Ordering::Release);
+    }
+
+    /// Cluster mode: the router's figures, for [`Journal::stats`].
+    fn publish_router(&self, router: &crate::cluster::router::Router) {
+        *self.router.lock() = router.stats();
+        self.router_masters
+            .store(router.masters().len() as u64, Ordering::Relaxed);
     }
 
     /// Publishes that every write up to `seq` is durable.

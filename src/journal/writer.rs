@@ -12,12 +12,20 @@
 //! writes keep their order, and writes to different ids commute), and each
 //! partition's run goes in one call of the fenced script
 //! ([`crate::cluster::scripts::APPLY`]) with the epoch it was queued under.
+//! The calls go through a [`Router`]: on a Redis Cluster, one pipeline per
+//! master per turn (each partition's keys live on one master, so a
+//! master's pipeline keeps one id's writes in order); on a plain Redis, one
+//! pipeline. A call that a master answered is not sent again when another
+//! master failed: only the unanswered ones are retried, in order.
 
 use std::time::{Duration, Instant};
 
 use crate::clock::unix_ms;
 
-use redis::{Connection, Pipeline, Script, Value};
+use redis::{Cmd, Connection, Pipeline, Script, Value};
+
+use crate::cluster::Ownership;
+use crate::cluster::router::Router;
 
 use super::{Inner, Keys, Op};
 use std::sync::atomic::Ordering;
@@ -92,7 +100,6 @@ struct Scripts {
     done: Script,
     deliver: Script,
     dead: Script,
-    apply: Script,
 }
 
 /// Cluster mode: one script call of a batch: which writes it carries.
@@ -104,14 +111,15 @@ struct Run {
 }
 
 pub(super) fn run(inner: &Inner) {
+    if let Some(ownership) = inner.ownership.clone() {
+        return run_cluster(inner, &ownership);
+    }
     let scripts = Scripts {
         done: Script::new(DONE_LUA),
         deliver: Script::new(DELIVER_LUA),
         dead: Script::new(DEAD_LUA),
-        apply: Script::new(crate::cluster::scripts::APPLY),
     };
     let mut epochs: Vec<u64> = Vec::new();
-    let mut runs: Vec<Run> = Vec::new();
     let mut connection = inner.connection.lock().take();
     let mut scripts_loaded = false;
     let mut last_heartbeat: Option<Instant> = None;
@@ -126,10 +134,7 @@ pub(super) fn run(inner: &Inner) {
             }
             continue;
         }
-        let mut backoff = Duration::from_millis(50);
-        let mut give_up_at: Option<Instant> = None;
-        let mut failures = 0u32;
-        loop {
+        let written = until_written(inner, first_seq, batch.len(), || {
             let result = write_once(
                 inner,
                 &mut connection,
@@ -137,53 +142,125 @@ pub(super) fn run(inner: &Inner) {
                 &scripts,
                 &mut pipe,
                 &batch,
-                &epochs,
-                &mut runs,
-                first_seq,
                 heartbeat_due,
             );
-            match result {
-                Ok(()) => break,
-                Err(error) => {
-                    failures += 1;
-                    inner.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    connection = None;
-                    scripts_loaded = false;
-                    if inner.queue.lock().up {
-                        tracing::error!(
-                            %error,
-                            unconfirmed = batch.len(),
-                            "journal: Redis lost; refusing client writes until it is back, \
-                             unconfirmed writes are kept and resent"
-                        );
-                    } else if failures.is_power_of_two() {
-                        tracing::warn!(%error, failures, "journal: Redis still unreachable");
-                    }
-                    inner.set_up(false);
-                    if inner.queue.lock().closed {
-                        let deadline = *give_up_at
-                            .get_or_insert_with(|| Instant::now() + inner.config.shutdown_grace);
-                        if Instant::now() >= deadline {
-                            give_up(inner, first_seq, batch.len());
-                            return;
-                        }
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+            if result.is_err() {
+                connection = None;
+                scripts_loaded = false;
             }
+            result
+        });
+        if !written {
+            return;
         }
         if heartbeat_due {
             last_heartbeat = Some(Instant::now());
         }
-        inner.set_up(true);
-        if !batch.is_empty() {
-            let n = batch.len() as u64;
-            inner.counters.writes.fetch_add(n, Ordering::Relaxed);
-            inner.acked_up_to(first_seq + n - 1);
-            batch.clear();
-            epochs.clear();
+        written_up_to(inner, first_seq, &mut batch, &mut epochs);
+    }
+}
+
+/// Cluster mode: each turn's writes go, split by partition into fenced
+/// script calls, through the [`Router`] (one pipeline per Redis master).
+fn run_cluster(inner: &Inner, ownership: &Ownership) {
+    // The connection made at connect time proved the URL; the router
+    // opens its own.
+    drop(inner.connection.lock().take());
+    let apply = Script::new(crate::cluster::scripts::APPLY);
+    let mut router: Option<Router> = None;
+    let mut epochs: Vec<u64> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
+    let mut calls: Vec<(u16, Cmd)> = Vec::new();
+    let mut answered: Vec<bool> = Vec::new();
+    let mut last_heartbeat: Option<Instant> = None;
+    let mut batch: Vec<Op> = Vec::new();
+    loop {
+        let (first_seq, closing) = take(inner, &mut batch, &mut epochs, last_heartbeat);
+        let heartbeat_due = last_heartbeat.is_none_or(|t| t.elapsed() >= HEARTBEAT);
+        if batch.is_empty() && (closing || !heartbeat_due) {
+            if closing {
+                return;
+            }
+            continue;
         }
+        encode_cluster(&mut calls, &mut runs, &batch, &epochs, ownership, &apply);
+        answered.clear();
+        answered.resize(calls.len(), false);
+        let written = until_written(inner, first_seq, batch.len(), || {
+            write_cluster(
+                inner,
+                ownership,
+                &mut router,
+                &calls,
+                &runs,
+                &mut answered,
+                first_seq,
+            )
+        });
+        if !written {
+            return;
+        }
+        if let Some(router) = &router {
+            inner.publish_router(router);
+        }
+        if heartbeat_due {
+            last_heartbeat = Some(Instant::now());
+        }
+        written_up_to(inner, first_seq, &mut batch, &mut epochs);
+    }
+}
+
+/// Calls `attempt` until it succeeds: each failure marks the journal down
+/// (client writes are refused) and backs off. Returns `false` if the
+/// journal is closing and the grace ran out (the batch is given up).
+fn until_written(
+    inner: &Inner,
+    first_seq: u64,
+    in_batch: usize,
+    mut attempt: impl FnMut() -> redis::RedisResult<()>,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    let mut give_up_at: Option<Instant> = None;
+    let mut failures = 0u32;
+    loop {
+        let Err(error) = attempt() else {
+            inner.set_up(true);
+            return true;
+        };
+        failures += 1;
+        inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+        if inner.queue.lock().up {
+            tracing::error!(
+                %error,
+                unconfirmed = in_batch,
+                "journal: Redis lost; refusing client writes until it is back, \
+                 unconfirmed writes are kept and resent"
+            );
+        } else if failures.is_power_of_two() {
+            tracing::warn!(%error, failures, "journal: Redis still unreachable");
+        }
+        inner.set_up(false);
+        if inner.queue.lock().closed {
+            let deadline =
+                *give_up_at.get_or_insert_with(|| Instant::now() + inner.config.shutdown_grace);
+            if Instant::now() >= deadline {
+                give_up(inner, first_seq, in_batch);
+                return false;
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The batch is in Redis: publish it as acked and clear it.
+fn written_up_to(inner: &Inner, first_seq: u64, batch: &mut Vec<Op>, epochs: &mut Vec<u64>) {
+    if !batch.is_empty() {
+        let n = batch.len() as u64;
+        inner.counters.writes.fetch_add(n, Ordering::Relaxed);
+        inner.acked_up_to(first_seq + n - 1);
+        batch.clear();
+        epochs.clear();
     }
 }
 
@@ -212,7 +289,6 @@ fn take(
     (first_seq, queue.closed && batch.is_empty())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_once(
     inner: &Inner,
     connection: &mut Option<Connection>,
@@ -220,9 +296,6 @@ fn write_once(
     scripts: &Scripts,
     pipe: &mut Pipeline,
     batch: &[Op],
-    epochs: &[u64],
-    runs: &mut Vec<Run>,
-    first_seq: u64,
     heartbeat: bool,
 ) -> redis::RedisResult<()> {
     if connection.is_none() {
@@ -236,30 +309,7 @@ fn write_once(
         scripts.done.load(con)?;
         scripts.deliver.load(con)?;
         scripts.dead.load(con)?;
-        scripts.apply.load(con)?;
         *scripts_loaded = true;
-    }
-    if let Some(ownership) = &inner.ownership {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        encode_cluster(pipe, runs, batch, epochs, ownership, scripts);
-        let replies = pipe.query::<Vec<Value>>(con)?;
-        inner.counters.batches.fetch_add(1, Ordering::Relaxed);
-        for (run, reply) in runs.iter().zip(replies) {
-            if let Some(current) = fenced_epoch(&reply)? {
-                tracing::warn!(
-                    partition = run.partition,
-                    epoch = run.epoch,
-                    current = %current,
-                    writes = run.writes.len(),
-                    "journal: fenced off: the partition has a newer owner; writes refused"
-                );
-                inner.fenced_off(run.writes.iter().map(|&i| first_seq + i as u64));
-                ownership.fenced(run.partition, run.epoch);
-            }
-        }
-        return Ok(());
     }
     encode(pipe, batch, &inner.keys, scripts, heartbeat.then(unix_ms));
     if pipe.is_empty() {
@@ -367,21 +417,21 @@ fn encode(
 }
 
 /// Splits `batch` by partition and epoch, in queue order within each, into
-/// one fenced script call per run.
+/// one fenced script call per run, each with the slot of its partition.
 fn encode_cluster(
-    pipe: &mut Pipeline,
+    calls: &mut Vec<(u16, Cmd)>,
     runs: &mut Vec<Run>,
     batch: &[Op],
     epochs: &[u64],
-    ownership: &crate::cluster::Ownership,
-    scripts: &Scripts,
+    ownership: &Ownership,
+    apply: &Script,
 ) {
     debug_assert_eq!(
         batch.len(),
         epochs.len(),
         "every cluster write carries its epoch"
     );
-    pipe.clear();
+    calls.clear();
     runs.clear();
     let mut order: Vec<(u16, u64, usize)> = batch
         .iter()
@@ -410,9 +460,9 @@ fn encode_cluster(
     let layout = ownership.layout();
     for run in runs.iter() {
         let p = run.partition;
-        let cmd = pipe
-            .cmd("EVALSHA")
-            .arg(scripts.apply.get_hash())
+        let mut call = redis::cmd("EVALSHA");
+        let cmd = call
+            .arg(apply.get_hash())
             .arg(4)
             .arg(layout.epoch(p))
             .arg(layout.due(p))
@@ -456,6 +506,69 @@ fn encode_cluster(
                 }
             }
         }
+        calls.push((layout.slot(p), call));
+    }
+}
+
+/// Sends the calls not yet `answered` through the router (connecting it
+/// first if needed); records fenced runs. `Err` if any call is still
+/// unanswered (its master is unreachable or failing over).
+fn write_cluster(
+    inner: &Inner,
+    ownership: &Ownership,
+    router: &mut Option<Router>,
+    calls: &[(u16, Cmd)],
+    runs: &[Run],
+    answered: &mut [bool],
+    first_seq: u64,
+) -> redis::RedisResult<()> {
+    let router = match router {
+        Some(router) => router,
+        None => {
+            let seed = inner.client.get_connection_info().clone();
+            let connected = Router::connect(
+                seed,
+                inner.config.io_timeout,
+                &[crate::cluster::scripts::APPLY],
+            )?;
+            inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            inner.publish_router(&connected);
+            router.insert(connected)
+        }
+    };
+    let pending: Vec<usize> = (0..calls.len()).filter(|&i| !answered[i]).collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let sent: Vec<(u16, &Cmd)> = pending.iter().map(|&i| (calls[i].0, &calls[i].1)).collect();
+    let replies = router.query(&sent);
+    inner.counters.batches.fetch_add(1, Ordering::Relaxed);
+    let mut first_error = None;
+    for (&i, reply) in pending.iter().zip(replies) {
+        let current = match reply.and_then(|r| fenced_epoch(&r)) {
+            Ok(current) => current,
+            Err(error) => {
+                first_error.get_or_insert(error);
+                continue;
+            }
+        };
+        answered[i] = true;
+        let run = &runs[i];
+        if let Some(current) = current {
+            tracing::warn!(
+                partition = run.partition,
+                epoch = run.epoch,
+                current = %current,
+                writes = run.writes.len(),
+                "journal: fenced off: the partition has a newer owner; writes refused"
+            );
+            inner.fenced_off(run.writes.iter().map(|&w| first_seq + w as u64));
+            ownership.fenced(run.partition, run.epoch);
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
     }
 }
 

@@ -294,7 +294,7 @@ fn journal_section(engine: &Engine) -> Section {
         };
     };
     let r = &j.restored;
-    Section {
+    let mut section = Section {
         title: "Journal",
         figures: vec![
             text(
@@ -368,7 +368,37 @@ fn journal_section(engine: &Engine) -> Section {
                 r.invalid,
             ),
         ],
+    };
+    if j.cluster {
+        section.figures.extend([
+            gauge(
+                "journal_redis_masters",
+                "Redis masters the journal writes to (1 for a plain Redis).",
+                j.redis_masters,
+            ),
+            counter(
+                "journal_redirects_total",
+                "Journal calls a Redis Cluster redirected (MOVED, READONLY) and that were sent again.",
+                j.redirects_total,
+            ),
+            counter(
+                "journal_slot_map_refreshes_total",
+                "Times the journal read the Redis Cluster slot map.",
+                j.slot_map_refreshes_total,
+            ),
+            counter(
+                "journal_slot_map_changes_total",
+                "Times the Redis Cluster slot map had other masters than before (a failover seen).",
+                j.slot_map_changes_total,
+            ),
+            gauge(
+                "journal_last_slot_map_change_unix_ms",
+                "When the journal last saw the slot map change, Unix ms (0: never).",
+                j.last_slot_map_change_unix_ms,
+            ),
+        ]);
     }
+    section
 }
 
 fn tls_section(tls: Option<&Acceptor>) -> Section {

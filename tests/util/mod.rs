@@ -6,6 +6,10 @@
 //! - [`RespConn`] and [`Resp`]: a tiny blocking RESP2/RESP3 client that works against Redis and
 //!   against our own server, in plain text or TLS ([`RespConn::connect_tls`]). Every read has a
 //!   deadline, so a test fails instead of hanging.
+//! - [`redis_cluster::RedisCluster`]: a private Redis Cluster (3 masters, 3 replicas), killed
+//!   when dropped.
+//! - [`timewheel_cluster`]: `CLUSTER SLOTS`/`INFO` of cluster-mode nodes, a stable-table wait,
+//!   and a cluster-aware load client with a ledger.
 //! - [`certs::Pki`]: a private CA and certificates made by the test; [`RedisServer::start_tls`]
 //!   runs Redis with TLS only (`--port 0 --tls-port P`).
 //!
@@ -15,6 +19,8 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod redis_cluster;
+pub mod timewheel_cluster;
 
 use std::fmt;
 use std::fs;

@@ -1,0 +1,291 @@
+//! A private Redis Cluster of 3 masters and 3 replicas on loopback, in a
+//! temporary directory, killed on drop.
+//!
+//! Each node is `redis-server --cluster-enabled yes --cluster-node-timeout
+//! 2000 --appendonly yes --repl-diskless-sync-delay 0
+//! --cluster-replica-validity-factor 0` (so that a replica that has synced
+//! always fails over, within a few seconds of its master's `kill -9`;
+//! `--cluster-require-full-coverage no`, so that the other masters keep
+//! serving while one fails over), then
+//! `redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes`.
+//! Ports are below 55535 with port + 10000 (the cluster bus) free too.
+//!
+//! Ground rules: never port 6379; every wait has a deadline and panics with
+//! the state it found.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::{Resp, RespConn, encode_command, find_on_path};
+
+/// Masters of the cluster (each with one replica).
+pub const MASTERS: usize = 3;
+/// How long the cluster may take to form or to recover.
+pub const FORM_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// One node of the cluster.
+struct Node {
+    port: u16,
+    child: Option<Child>,
+}
+
+/// Six `redis-server` processes forming one cluster.
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    // Declared last so it is deleted after the processes are gone.
+    dir: TempDir,
+}
+
+/// A port `p < 55535` on 127.0.0.1 such that `p` and `p + 10000` are free.
+fn cluster_port(taken: &[u16]) -> u16 {
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..55_535);
+        if taken
+            .iter()
+            .any(|&t| t == port || t + 10_000 == port || port + 10_000 == t)
+        {
+            continue;
+        }
+        let free = |p: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free port pair (p, p + 10000) below 55535 after 1000 tries");
+}
+
+impl RedisCluster {
+    /// Starts six nodes, creates the cluster, and waits for
+    /// `cluster_state:ok` on every node.
+    pub fn start() -> RedisCluster {
+        let binary = find_on_path("redis-server").expect("redis-server on PATH");
+        let dir = tempfile::Builder::new()
+            .prefix("tw-rcluster-")
+            .tempdir()
+            .expect("temporary dir");
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        let mut ports = Vec::new();
+        for _ in 0..MASTERS * 2 {
+            let port = cluster_port(&ports);
+            ports.push(port);
+            let child = cluster.spawn(&binary, port);
+            cluster.nodes.push(Node {
+                port,
+                child: Some(child),
+            });
+        }
+        for &port in &ports {
+            wait_for(&format!("node {port} to answer PING"), || {
+                cmd(port, &["PING"]) == Some(Resp::simple("PONG"))
+            });
+        }
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        cluster.wait_ok(&ports);
+        // Every replica has finished its first sync (else it would not fail over).
+        cluster.wait_replicas_synced();
+        cluster
+    }
+
+    fn spawn(&self, binary: &PathBuf, port: u16) -> Child {
+        let dir = self.dir.path().join(port.to_string());
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let port_s = port.to_string();
+        let log = dir.join("redis.log");
+        #[rustfmt::skip]
+        let args = [
+            "--port", &port_s, "--bind", "127.0.0.1", "--protected-mode", "no",
+            "--dir", dir.to_str().expect("UTF-8 dir"),
+            "--logfile", log.to_str().expect("UTF-8 log"),
+            "--daemonize", "no", "--save", "",
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "2000",
+            "--appendonly", "yes", "--appendfsync", "everysec",
+            "--repl-diskless-sync-delay", "0",
+            "--cluster-replica-validity-factor", "0",
+            "--cluster-require-full-coverage", "no",
+        ];
+        Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server")
+    }
+
+    fn wait_ok(&self, ports: &[u16]) {
+        for &port in ports {
+            wait_for(&format!("cluster_state:ok on {port}"), || {
+                info_text(port, "CLUSTER", "INFO").is_some_and(|t| t.contains("cluster_state:ok"))
+            });
+        }
+    }
+
+    fn wait_replicas_synced(&self) {
+        wait_for("every replica to finish its first sync", || {
+            self.live_ports().iter().all(|&port| {
+                info_text(port, "INFO", "replication").is_some_and(|t| {
+                    !t.contains("role:slave") || t.contains("master_link_status:up")
+                })
+            }) && self.masters().len() == MASTERS
+        });
+    }
+
+    /// The ports of the nodes still running.
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// A `redis://` URL of a live node (any node is a seed).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.live_ports()[0])
+    }
+
+    /// Every live node's URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.live_ports()
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// The live masters: port -> slot ranges, by `CLUSTER SLOTS` of a live node.
+    pub fn masters(&self) -> HashMap<u16, Vec<(u16, u16)>> {
+        let mut out: HashMap<u16, Vec<(u16, u16)>> = HashMap::new();
+        for port in self.live_ports() {
+            let Some(Resp::Array(Some(ranges))) = cmd(port, &["CLUSTER", "SLOTS"]) else {
+                continue;
+            };
+            for range in ranges {
+                let Resp::Array(Some(range)) = range else {
+                    continue;
+                };
+                let (Some(start), Some(end)) = (range[0].as_int(), range[1].as_int()) else {
+                    continue;
+                };
+                let Resp::Array(Some(node)) = &range[2] else {
+                    continue;
+                };
+                let Some(p) = node[1].as_int() else { continue };
+                out.entry(p as u16)
+                    .or_default()
+                    .push((start as u16, end as u16));
+            }
+            return out;
+        }
+        out
+    }
+
+    /// The port of the live master serving `slot`.
+    pub fn master_of(&self, slot: u16) -> u16 {
+        self.masters()
+            .into_iter()
+            .find(|(_, ranges)| ranges.iter().any(|&(s, e)| s <= slot && slot <= e))
+            .map(|(p, _)| p)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// One command on the node at `port` (a master for keyed commands).
+    pub fn cmd_at<A: AsRef<[u8]>>(&self, port: u16, args: &[A]) -> Resp {
+        let mut conn = RespConn::connect(port);
+        conn.cmd(args)
+    }
+
+    /// `kill -9` of the node at `port`.
+    pub fn kill9(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until every slot is served by a live master again and every
+    /// live node says `cluster_state:ok` (after a failover).
+    pub fn wait_recovered(&self) {
+        let live = self.live_ports();
+        wait_for(
+            "the cluster to recover (every slot on a live master)",
+            || {
+                let masters = self.masters();
+                let covered: u32 = masters
+                    .values()
+                    .flatten()
+                    .map(|&(s, e)| (e - s) as u32 + 1)
+                    .sum();
+                covered == 16_384
+                    && masters.keys().all(|p| live.contains(p))
+                    && live.iter().all(|&port| {
+                        info_text(port, "CLUSTER", "INFO")
+                            .is_some_and(|t| t.contains("cluster_state:ok"))
+                    })
+            },
+        );
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// One command on `port`, `None` if the node does not answer.
+fn cmd(port: u16, args: &[&str]) -> Option<Resp> {
+    let mut conn = RespConn::try_connect(port).ok()?;
+    conn.set_timeout(Duration::from_secs(2));
+    conn.try_send_raw(&encode_command(args)).ok()?;
+    conn.try_read_reply().ok()
+}
+
+fn info_text(port: u16, a: &str, b: &str) -> Option<String> {
+    cmd(port, &[a, b]).and_then(|r| r.as_str().map(str::to_string))
+}
+
+#[track_caller]
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + FORM_TIMEOUT;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {FORM_TIMEOUT:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
