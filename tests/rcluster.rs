@@ -240,50 +240,17 @@ fn a_redis_master_killed_under_load_loses_nothing_and_service_resumes() {
     assert_eq!(probe.call(&["CANCEL", &probe_id]), Outcome::Done(1));
     thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
-    let mut ledger = Ledger::default();
-    for client in clients {
-        let l = client.join().unwrap();
-        ledger.added.extend(l.added);
-        ledger.maybe_added.extend(l.maybe_added);
-        ledger.cancelled.extend(l.cancelled);
-        ledger.maybe_cancelled.extend(l.maybe_cancelled);
-    }
+    let ledger = Ledger::merged(clients.into_iter().map(|c| c.join().unwrap()));
     wait_until("every due set is empty", Duration::from_secs(30), || {
         total_due(&cluster) == 0
     });
 
     let entries = stream_entries(&cluster);
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (id, deadline, fired) in &entries {
-        *seen.entry(id.as_str()).or_default() += 1;
-        assert!(fired >= deadline, "{id} fired early: {deadline} > {fired}");
-        assert!(
-            ledger.added.contains_key(id) || ledger.maybe_added.contains(id),
-            "{id} in a stream but never added"
-        );
-        if let Some(&acked) = ledger.added.get(id) {
-            assert_eq!(*deadline, acked, "{id}: stream deadline differs");
-        }
-    }
-    for (id, n) in &seen {
-        assert_eq!(*n, 1, "{id} is {n} times in the streams");
-    }
-    for id in &ledger.cancelled {
-        assert!(
-            !seen.contains_key(id.as_str()),
-            "{id}: cancelled, yet fired"
-        );
-    }
-    let mut expected = 0;
-    for id in ledger.added.keys() {
-        if !ledger.cancelled.contains(id) && !ledger.maybe_cancelled.contains(id) {
-            expected += 1;
-            assert!(
-                seen.contains_key(id.as_str()),
-                "{id}: acknowledged, never fired"
-            );
-        }
-    }
+    let expected = ledger.check_streams(
+        entries
+            .iter()
+            .map(|(id, deadline, fired)| (id.as_str(), *deadline, *fired)),
+    );
     eprintln!(
         "redis master kill -9: replica promoted after {promoted:?}, writes to its partitions \
          acknowledged again after {resumed:?}; acked adds {}, cancelled {}, unknown adds {}, \

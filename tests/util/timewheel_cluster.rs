@@ -240,6 +240,69 @@ pub struct Ledger {
     pub maybe_cancelled: HashSet<String>,
 }
 
+impl Ledger {
+    /// The ledgers of several clients, as one.
+    pub fn merged(ledgers: impl IntoIterator<Item = Ledger>) -> Ledger {
+        let mut all = Ledger::default();
+        for l in ledgers {
+            all.added.extend(l.added);
+            all.maybe_added.extend(l.maybe_added);
+            all.cancelled.extend(l.cancelled);
+            all.maybe_cancelled.extend(l.maybe_cancelled);
+        }
+        all
+    }
+
+    /// Checks what reached the streams, `(id, deadline, fired)` per entry,
+    /// against what was acknowledged: nothing early, nothing unknown, each
+    /// id once, no id whose `CANCEL` answered 1, every acknowledged and
+    /// uncancelled id. Returns how many ids had to be there.
+    #[track_caller]
+    pub fn check_streams<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a str, u64, u64)>,
+    ) -> usize {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (id, deadline, fired) in entries {
+            *seen.entry(id).or_default() += 1;
+            assert!(
+                fired >= deadline,
+                "{id} fired early: deadline {deadline}, fired {fired}"
+            );
+            assert!(
+                self.added.contains_key(id) || self.maybe_added.contains(id),
+                "{id} in a stream but never added"
+            );
+            if let Some(&acked) = self.added.get(id) {
+                assert_eq!(
+                    deadline, acked,
+                    "{id}: stream deadline differs from the acked one"
+                );
+            }
+        }
+        for (id, n) in &seen {
+            assert_eq!(*n, 1, "{id} is {n} times in the streams");
+        }
+        for id in &self.cancelled {
+            assert!(
+                !seen.contains_key(id.as_str()),
+                "{id}: CANCEL answered 1, yet it fired"
+            );
+        }
+        let mut expected = 0;
+        for id in self.added.keys() {
+            if !self.cancelled.contains(id) && !self.maybe_cancelled.contains(id) {
+                expected += 1;
+                assert!(
+                    seen.contains_key(id.as_str()),
+                    "{id}: acknowledged, never fired"
+                );
+            }
+        }
+        expected
+    }
+}
+
 pub fn load_client(n: usize, seeds: Arc<Mutex<Vec<u16>>>, stop: Arc<AtomicBool>) -> Ledger {
     let mut router = Router::new(seeds);
     let mut ledger = Ledger::default();
