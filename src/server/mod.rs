@@ -18,8 +18,9 @@
 //!   not wait either: the reply is held, and the journal's ack listener
 //!   wakes the thread, which then drives the connections that wait.
 //! - Shutdown (the `shutdown` channel fires or closes): stop accepting,
-//!   answer what was already received, flush for up to
-//!   [`SHUTDOWN_FLUSH`], then shut the engine down.
+//!   answer what was already received while clients keep reading it (until
+//!   [`SHUTDOWN_FLUSH`] passes without progress, at most
+//!   [`SHUTDOWN_MAX`]), then shut the engine down.
 
 mod auth_log;
 mod commands;
@@ -51,9 +52,13 @@ use tls::Transport;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 
-/// How long shutdown keeps answering requests already sent and waits for
-/// replies to drain.
+/// How long shutdown goes on answering requests already sent, and waiting
+/// for replies to drain, without any progress (no request answered, no
+/// byte read by a client).
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+/// The longest shutdown answers and drains, however steadily clients read.
+pub const SHUTDOWN_MAX: Duration = Duration::from_secs(30);
 
 /// Server settings (the `serve` flags).
 #[derive(Debug, Clone)]
@@ -204,7 +209,7 @@ fn shut_down(shared: &Shared, threads: Vec<IoThread>, handles: &[Handle]) -> io:
     // Shut the engine down once the I/O threads have answered what they
     // could, but before they close: writes still waiting for a Redis that is
     // down are answered when the journal gives up on them.
-    let flush_deadline = Instant::now() + SHUTDOWN_FLUSH + Duration::from_secs(1);
+    let flush_deadline = Instant::now() + SHUTDOWN_MAX + Duration::from_secs(1);
     while shared.flushed.load(Ordering::SeqCst) < threads.len()
         && !threads.iter().all(JoinHandle::is_finished)
         && Instant::now() < flush_deadline
@@ -548,19 +553,37 @@ impl IoLoop {
 
     /// Shutdown: keep answering what clients already sent, which may wait
     /// behind output the client has still to read, until every connection
-    /// is quiet (twice in a row, for bytes still on their way) or
-    /// [`SHUTDOWN_FLUSH`] has passed; then close everything.
+    /// is quiet (twice in a row, for bytes still on their way), or nothing
+    /// moved for [`SHUTDOWN_FLUSH`], or [`SHUTDOWN_MAX`] has passed; then
+    /// close everything.
     fn finish(&mut self, scratch: &mut [u8]) -> io::Result<()> {
         if let Some((mut listener, _)) = self.acceptor.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let deadline = Instant::now() + SHUTDOWN_FLUSH;
+        let started = Instant::now();
+        let mut deadline = started + SHUTDOWN_FLUSH;
         let mut quiet_rounds = 0;
+        let mut last_progress = None;
         while quiet_rounds < 2 && Instant::now() < deadline {
             self.ready.clear();
             let tokens: Vec<Token> = self.connections.keys().copied().collect();
             for token in tokens {
                 self.drive(token, scratch);
+            }
+            // A client still reading its replies (or requests still being
+            // answered) is progress: it moves the deadline, up to the cap.
+            let progress = (
+                self.shared
+                    .counters
+                    .commands_processed
+                    .load(Ordering::Relaxed),
+                self.connections
+                    .values()
+                    .map(Connection::unsent)
+                    .sum::<usize>(),
+            );
+            if last_progress.replace(progress) != Some(progress) {
+                deadline = (Instant::now() + SHUTDOWN_FLUSH).min(started + SHUTDOWN_MAX);
             }
             let quiet = self.ready.is_empty()
                 && self
