@@ -200,21 +200,7 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
         return Err(ServeError::NoPassword { bind });
     }
     tracing::info!("fired orders go {}", where_fired_orders_go(&config)?);
-    let tls = match config.tls.clone() {
-        Some(tls) => Some(Arc::new(Acceptor::new(tls).map_err(ServeError::Tls)?)),
-        None => {
-            if !bind.ip().is_loopback() {
-                tracing::warn!(
-                    "no --tls-cert: passwords and order ids cross the network to {bind} unencrypted"
-                );
-            }
-            None
-        }
-    };
-    if let Some(reload) = config.reload.take() {
-        reload_tls_on(reload, tls.clone())?;
-    }
-    config.server.tls = tls.clone();
+    let tls = start_tls(&mut config, bind)?;
     let hub = Arc::new(Hub::default());
     let counters = Arc::new(Counters::default());
     let bind_listener = || {
@@ -259,17 +245,6 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
         None => bind_listener()?,
     };
     let local = listener.local_addr().map_err(ServeError::Io)?;
-    if let Some(acceptor) = &tls {
-        let client_certificates = if acceptor.mutual() {
-            "required"
-        } else {
-            "not asked"
-        };
-        tracing::info!(
-            client_certificates,
-            "TLS on; SIGHUP reloads the certificate files"
-        );
-    }
     tracing::info!("listening on {local}");
     let server = Config {
         cluster: cluster.clone(),
@@ -283,6 +258,42 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
         cluster.shutdown();
     }
     result
+}
+
+/// The clients' TLS acceptor, if `--tls-cert` was given (it goes into
+/// `config.server` too), with its SIGHUP reload; a warning when a
+/// non-loopback `bind` would be plaintext.
+fn start_tls(
+    config: &mut ServeConfig,
+    bind: SocketAddr,
+) -> Result<Option<Arc<Acceptor>>, ServeError> {
+    let tls = match config.tls.clone() {
+        Some(tls) => Some(Arc::new(Acceptor::new(tls).map_err(ServeError::Tls)?)),
+        None => {
+            if !bind.ip().is_loopback() {
+                tracing::warn!(
+                    "no --tls-cert: passwords and order ids cross the network to {bind} unencrypted"
+                );
+            }
+            None
+        }
+    };
+    if let Some(reload) = config.reload.take() {
+        reload_tls_on(reload, tls.clone())?;
+    }
+    if let Some(acceptor) = &tls {
+        let client_certificates = if acceptor.mutual() {
+            "required"
+        } else {
+            "not asked"
+        };
+        tracing::info!(
+            client_certificates,
+            "TLS on; SIGHUP reloads the certificate files"
+        );
+    }
+    config.server.tls = tls.clone();
+    Ok(tls)
 }
 
 /// Checks the cluster settings against Redis (see [`Cluster::prepare`]).
