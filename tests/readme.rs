@@ -365,8 +365,21 @@ fn the_python_consumer_closes_every_order_after_a_crash_and_a_dead_peer() {
         util::Resp::Array(Some(items)) => items[0].as_int(),
         _ => None,
     };
+    // Done when nothing is pending and the group has read every entry
+    // (`lag` 0): the consumer takes its pending entries before new ones.
+    let lag = |r: &mut util::RespConn| match r.cmd(&["XINFO", "GROUPS", "orders:closed"]) {
+        util::Resp::Array(Some(groups)) => groups.first().and_then(|group| match group {
+            util::Resp::Array(Some(fields)) => fields
+                .chunks(2)
+                .find(|pair| pair[0].as_str() == Some("lag"))
+                .and_then(|pair| pair[1].as_int()),
+            _ => None,
+        }),
+        _ => None,
+    };
     let done = std::time::Instant::now() + Duration::from_secs(30);
-    while pending(&mut r) != Some(0) && std::time::Instant::now() < done {
+    while (pending(&mut r) != Some(0) || lag(&mut r) != Some(0)) && std::time::Instant::now() < done
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
