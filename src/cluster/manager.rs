@@ -102,7 +102,14 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
             None => super::connect(shared, round.max(Duration::from_millis(100))).and_then(|r| {
                 let r = router.insert(r);
                 release(shared, r, &scripts, &mut to_release);
-                one_round(shared, engine, r, &scripts, &mut handoffs, &mut trusted_from)
+                one_round(
+                    shared,
+                    engine,
+                    r,
+                    &scripts,
+                    &mut handoffs,
+                    &mut trusted_from,
+                )
             }),
         };
         match result {
@@ -128,7 +135,12 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
 /// Gives back the leases of `partitions` (already dropped here), so that
 /// they are taken again, with a new epoch, and loaded from Redis. A release
 /// that fails leaves the lease to run out by itself.
-fn release(shared: &Shared, router: &mut Router, scripts: &Scripts, partitions: &mut Vec<(u16, u64)>) {
+fn release(
+    shared: &Shared,
+    router: &mut Router,
+    scripts: &Scripts,
+    partitions: &mut Vec<(u16, u64)>,
+) {
     let layout = shared.ownership.layout();
     for (p, e) in partitions.drain(..) {
         let _ = router.with(layout.slot(p), |con| {
@@ -178,8 +190,7 @@ fn one_round(
                 (layout.slot(p), cmd)
             })
             .collect();
-        let sent_calls: Vec<(u16, &redis::Cmd)> = calls.iter().map(|(s, c)| (*s, c)).collect();
-        let renewed = router.query(&sent_calls);
+        let renewed = router.query(&borrowed(&calls));
         let mut lost = Vec::new();
         for (&(p, e), reply) in held.iter().zip(renewed) {
             match reply {
@@ -233,9 +244,8 @@ fn one_round(
             (layout.slot(p), cmd)
         })
         .collect();
-    let sent_calls: Vec<(u16, &redis::Cmd)> = calls.iter().map(|(s, c)| (*s, c)).collect();
     let holders: Vec<Option<Option<String>>> = router
-        .query(&sent_calls)
+        .query(&borrowed(&calls))
         .into_iter()
         .map(|reply| {
             match reply.and_then(|v| redis::from_redis_value(v).map_err(redis::RedisError::from)) {
@@ -291,90 +301,132 @@ fn one_round(
         tracing::info!(partition = p, epoch = e, released, "cluster: handed off");
     }
 
-    // Take free partitions rendezvous gives to this node. With
-    // `--journal-replicas N`, a partition is loaded only once N replicas of
-    // its master have the take (and so every write before it).
-    let replicas = engine
-        .journal()
-        .map(|j| (j.config().replicas, j.config().replicas_timeout))
-        .filter(|&(n, _)| n > 0);
-    let mut unreplicated_masters: Vec<usize> = Vec::new();
-    for p in parts.iter() {
-        if !may_move
-            || !matches!(holders[p as usize], Some(None))
-            || own.held_epoch(p) != 0
-            || rendezvous::preferred(live(), p) != Some(me.id.as_str())
-        {
-            continue;
+    // Take free partitions rendezvous gives to this node.
+    let wanted: Vec<u16> = parts
+        .iter()
+        .filter(|&p| {
+            may_move
+                && matches!(holders[p as usize], Some(None))
+                && own.held_epoch(p) == 0
+                && rendezvous::preferred(live(), p) == Some(me.id.as_str())
+        })
+        .collect();
+    for chunk in wanted.chunks(TAKES_PER_TRIP) {
+        if let Err(error) = take(shared, engine, router, scripts, chunk) {
+            first_error.get_or_insert(error);
         }
-        let sent = own.now_ms();
-        let reply: Value = match router.with(layout.slot(p), |con| {
-            scripts
-                .take
-                .key(layout.lease(p))
-                .key(layout.epoch(p))
-                .arg(&me.id)
-                .arg(lease_ms)
-                .invoke(con)
-        }) {
-            Ok(reply) => reply,
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Partitions taken (and loaded) per round trip: their takes, then their
+/// due sets, go as one pipeline per Redis master, so a node taking many
+/// partitions reads them from all masters at once.
+const TAKES_PER_TRIP: usize = 16;
+
+/// Takes `partitions` (free, and preferred here) and loads them. With
+/// `--journal-replicas N`, a partition is loaded only once N replicas of its
+/// master have the take, and so every write before it; otherwise its lease
+/// is given back and it is tried again next round.
+fn take(
+    shared: &Shared,
+    engine: &Engine,
+    router: &mut Router,
+    scripts: &Scripts,
+    partitions: &[u16],
+) -> redis::RedisResult<()> {
+    let own = &shared.ownership;
+    let layout = own.layout();
+    let lease_ms = shared.config.lease.as_millis() as u64;
+    let mut first_error = None;
+    let sent = own.now_ms();
+    let calls: Vec<(u16, redis::Cmd)> = partitions
+        .iter()
+        .map(|&p| {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(scripts.take.get_hash())
+                .arg(2)
+                .arg(layout.lease(p))
+                .arg(layout.epoch(p))
+                .arg(&shared.me.id)
+                .arg(lease_ms);
+            (layout.slot(p), cmd)
+        })
+        .collect();
+    let mut taken: Vec<(u16, u64)> = Vec::new();
+    for (&p, reply) in partitions.iter().zip(router.query(&borrowed(&calls))) {
+        match reply {
+            // Otherwise taken by someone else meanwhile.
+            Ok(Value::Array(items)) => {
+                if let [Value::Int(1), Value::Int(e)] = items.as_slice() {
+                    taken.push((p, *e as u64));
+                }
+            }
+            Ok(_) => {}
             Err(error) => {
                 first_error.get_or_insert(error);
-                continue;
             }
-        };
-        let epoch = match &reply {
-            Value::Array(items) => match items.as_slice() {
-                [Value::Int(1), Value::Int(e)] => *e as u64,
-                _ => continue, // taken by someone else meanwhile
-            },
-            _ => continue,
-        };
-        if let Some((n, timeout)) = replicas {
-            let master = router.master_of(layout.slot(p));
-            let confirmed = match master {
-                Some(m) if unreplicated_masters.contains(&m) => None,
-                _ => router
-                    .wait_replicas(layout.slot(p), n, timeout)
-                    .ok()
-                    .filter(|&r| r >= i64::from(n)),
-            };
-            if confirmed.is_none() {
-                if let Some(m) = master
-                    && !unreplicated_masters.contains(&m)
-                {
-                    unreplicated_masters.push(m);
+        }
+    }
+    if let Some((n, timeout)) = engine
+        .journal()
+        .map(|j| (j.config().replicas, j.config().replicas_timeout))
+        .filter(|&(n, _)| n > 0)
+    {
+        let mut confirmed: HashMap<Option<usize>, bool> = HashMap::new();
+        let mut unconfirmed = Vec::new();
+        taken.retain(|&(p, e)| {
+            let slot = layout.slot(p);
+            let ok = *confirmed.entry(router.master_of(slot)).or_insert_with(|| {
+                let replicas = router.wait_replicas(slot, n, timeout);
+                let ok = replicas.as_ref().is_ok_and(|&r| r >= i64::from(n));
+                if !ok {
                     tracing::warn!(
                         partition = p,
                         wanted = n,
+                        replicas = ?replicas,
                         "cluster: the partition's Redis master has fewer replicas in sync than \
                          --journal-replicas; not serving its partitions until it has"
                     );
                 }
-                release(shared, router, scripts, &mut vec![(p, epoch)]);
-                continue;
+                ok
+            });
+            if !ok {
+                unconfirmed.push((p, e));
             }
-        }
+            ok
+        });
+        release(shared, router, scripts, &mut unconfirmed);
+    }
+    for &(p, epoch) in &taken {
         own.begin_load(p, epoch, sent + lease_ms);
-        let loading = std::time::Instant::now();
-        // Read from the partition's master (the one that just took it).
-        let entries: Vec<(Vec<u8>, f64)> = match router.with(layout.slot(p), |con| {
-            redis::cmd("ZRANGE")
-                .arg(layout.due(p))
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
-                .query(con)
-        }) {
-            Ok(entries) => entries,
-            Err(error) => {
-                // Not loaded, so not served; the lease runs out and the
-                // partition is taken again (epoch + 1) later.
-                own.forget(p);
-                first_error.get_or_insert(error);
-                continue;
-            }
-        };
+    }
+    let loading = std::time::Instant::now();
+    // Read from each partition's master (the one that just took it).
+    let reads: Vec<(u16, redis::Cmd)> = taken
+        .iter()
+        .map(|&(p, _)| {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(layout.due(p)).arg(0).arg(-1).arg("WITHSCORES");
+            (layout.slot(p), cmd)
+        })
+        .collect();
+    let replies = router.query(&borrowed(&reads));
+    for (&(p, epoch), reply) in taken.iter().zip(replies) {
+        let entries: Vec<(Vec<u8>, f64)> =
+            match reply.and_then(|v| redis::from_redis_value(v).map_err(redis::RedisError::from)) {
+                Ok(entries) => entries,
+                Err(error) => {
+                    // Not loaded, so not served; the lease runs out and the
+                    // partition is taken again (epoch + 1) later.
+                    own.forget(p);
+                    first_error.get_or_insert(error);
+                    continue;
+                }
+            };
         let total = entries.len();
         let overdue = engine.load(entries.into_iter().filter_map(|(member, score)| {
             OrderId::new(member)
@@ -400,6 +452,10 @@ fn one_round(
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+fn borrowed(calls: &[(u16, redis::Cmd)]) -> Vec<(u16, &redis::Cmd)> {
+    calls.iter().map(|(s, c)| (*s, c)).collect()
 }
 
 /// Drops the partitions whose lease ran out by this node's clock.

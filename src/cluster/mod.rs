@@ -616,7 +616,7 @@ fn connect_client(client: &redis::Client, timeout: Duration) -> redis::RedisResu
     Router::connect(
         client.get_connection_info().clone(),
         timeout,
-        &[scripts::RENEW],
+        &[scripts::RENEW, scripts::TAKE],
     )
 }
 

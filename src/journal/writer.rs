@@ -216,10 +216,8 @@ pub(super) fn take_within(
     wait: Duration,
 ) -> (u64, bool) {
     let mut queue = inner.queue.lock();
-    if queue.ops.is_empty() && !queue.closed {
-        if !wait.is_zero() {
-            inner.work.wait_for(&mut queue, wait);
-        }
+    if queue.ops.is_empty() && !queue.closed && !wait.is_zero() {
+        inner.work.wait_for(&mut queue, wait);
     }
     let n = queue.ops.len().min(MAX_BATCH);
     let first_seq = queue.head_seq;
