@@ -582,3 +582,135 @@ fn applied(reply: &Value) -> redis::RedisResult<Applied> {
         _ => Err(bad()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::scripts::Layout;
+    use crate::cluster::slot::Partitions;
+
+    fn ownership() -> Ownership {
+        Ownership::new(Partitions::new(16).unwrap(), Layout::new("tw:", None))
+    }
+
+    fn id(s: &str) -> OrderId {
+        OrderId::new(s.as_bytes().to_vec()).unwrap()
+    }
+
+    /// The arguments of a command after the fixed ones (script, keys,
+    /// epoch, mode), as text.
+    fn writes_of(cmd: &Cmd) -> Vec<String> {
+        let packed = String::from_utf8(cmd.get_packed_command()).unwrap();
+        let args: Vec<&str> = packed
+            .split("\r\n")
+            .filter(|l| !l.starts_with('$') && !l.starts_with('*') && !l.is_empty())
+            .collect();
+        args[9..].iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_ids_writes_stay_in_order_and_refused_partitions_are_not_sent() {
+        let own = ownership();
+        let apply = Script::new(APPLY);
+        let a = (0..)
+            .map(|i| format!("a{i}"))
+            .find(|s| own.partition_of(s.as_bytes()) == 1)
+            .unwrap();
+        let b = (0..)
+            .map(|i| format!("b{i}"))
+            .find(|s| own.partition_of(s.as_bytes()) == 2)
+            .unwrap();
+        let batch = vec![
+            Op::Put {
+                id: id(&a),
+                deadline_ms: 10,
+            },
+            Op::Put {
+                id: id(&b),
+                deadline_ms: 20,
+            },
+            Op::Cancel { id: id(&a) },
+            Op::Done {
+                id: id(&b),
+                deadline_ms: 20,
+            },
+        ];
+        let epochs = vec![7, 3, 7, 3];
+        let mut refused = Vec::new();
+        let calls = calls_of(
+            &batch,
+            &epochs,
+            100,
+            &own,
+            &apply,
+            true,
+            &HashMap::new(),
+            &mut refused,
+        );
+        assert_eq!(calls.len(), 2);
+        assert_eq!((calls[0].partition, calls[0].epoch), (1, 7));
+        assert_eq!(calls[0].seqs, vec![100, 102]);
+        assert_eq!(writes_of(&calls[0].cmd), ["P", a.as_str(), "10", "C", &a]);
+        assert_eq!(calls[0].client.len(), 2);
+        assert_eq!(calls[1].seqs, vec![101, 103]);
+        assert_eq!(
+            calls[1].client.len(),
+            1,
+            "the removal is not a client write"
+        );
+        assert!(refused.is_empty());
+
+        // Partition 2 under epoch 3 is being undone: its client writes are
+        // refused here; the removal still goes.
+        let refusing = HashMap::from([(2u16, 3u64)]);
+        let calls = calls_of(
+            &batch,
+            &epochs,
+            100,
+            &own,
+            &apply,
+            true,
+            &refusing,
+            &mut refused,
+        );
+        assert_eq!(refused, vec![101]);
+        assert_eq!(calls[1].seqs, vec![103]);
+        assert_eq!(writes_of(&calls[1].cmd), ["D", b.as_str(), "20"]);
+    }
+
+    #[test]
+    fn an_undo_puts_back_what_each_write_found_newest_first() {
+        let own = ownership();
+        let undo = Undo {
+            epoch: 4,
+            seqs: vec![5, 6, 9],
+            writes: vec![
+                (id("x"), None),
+                (id("x"), Some(b"1000".to_vec())),
+                (id("y"), Some(b"2000".to_vec())),
+            ],
+        };
+        let call = undo_call(&own, 3, undo);
+        assert_eq!(call.kind, Kind::Undo);
+        assert_eq!(call.seqs, vec![5, 6, 9]);
+        // y back to 2000, then x back to 1000 (the cancel), then x removed
+        // (the add that found nothing).
+        assert_eq!(
+            writes_of(&call.cmd),
+            ["P", "y", "2000", "P", "x", "1000", "C", "x"]
+        );
+    }
+
+    #[test]
+    fn script_replies_are_read() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Int(1), Value::Int(3), bulk(""), bulk("17")]);
+        let Ok(Applied::Yes(before)) = applied(&reply) else {
+            panic!("applied")
+        };
+        assert_eq!(before, vec![None, Some(b"17".to_vec())]);
+        let reply = Value::Array(vec![Value::Int(0), bulk("9")]);
+        assert!(matches!(applied(&reply), Ok(Applied::Fenced(e)) if e == "9"));
+        assert!(applied(&Value::Int(1)).is_err());
+    }
+}
