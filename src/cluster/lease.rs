@@ -123,6 +123,14 @@ impl Ownership {
         (epoch != 0 && self.valid(cell)).then_some(epoch)
     }
 
+    /// The epoch partition `p` is held under here, if held with a live
+    /// lease.
+    pub fn settle_epoch_of(&self, p: u16) -> Option<u64> {
+        let cell = &self.cells[p as usize];
+        let epoch = cell.held.load(Ordering::Acquire);
+        (epoch != 0 && self.valid(cell)).then_some(epoch)
+    }
+
     /// Where partition `p` stands here.
     pub fn state(&self, p: u16) -> Held {
         let cell = &self.cells[p as usize];

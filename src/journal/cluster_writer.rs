@@ -147,9 +147,13 @@ pub(super) fn run(inner: &Inner, ownership: &Ownership) {
             }
             Err(error) => {
                 log_unreachable(&error, &carry);
-                for call in &carry {
-                    ownership.set_journal_down(call.partition, true);
+                // No master known: every partition held here is down.
+                for p in ownership.partitions().iter() {
+                    if ownership.settle_epoch_of(p).is_some() {
+                        ownership.set_journal_down(p, true);
+                    }
                 }
+                carry.retain(|c| c.kind != Kind::Probe);
                 (false, true)
             }
         };
@@ -225,6 +229,9 @@ fn send(
     let mut undo: BTreeMap<u16, Undo> = BTreeMap::new();
     // Per partition: whether its master answered this turn.
     let mut reached: BTreeMap<u16, bool> = BTreeMap::new();
+    // Masters that did not answer at all: every partition held here whose
+    // slot they serve is down, not only those that had something to send.
+    let mut failed_masters: Vec<usize> = Vec::new();
     let mut first_error = None;
     for (call, answer) in carry.drain(..).zip(answers) {
         let p = call.partition;
@@ -236,6 +243,9 @@ fn send(
             Ok(reply) => reply,
             Err(error) => {
                 reached.insert(p, false);
+                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                    failed_masters.extend(answer.master);
+                }
                 first_error.get_or_insert(error);
                 if call.kind != Kind::Probe {
                     kept.push_back(call);
@@ -308,6 +318,17 @@ fn send(
         kept.push_front(undo_call(ownership, p, undone));
     }
     *carry = kept;
+    if !failed_masters.is_empty() {
+        for p in ownership.partitions().iter() {
+            if ownership.settle_epoch_of(p).is_some()
+                && router
+                    .master_of(layout.slot(p))
+                    .is_some_and(|m| failed_masters.contains(&m))
+            {
+                reached.entry(p).or_insert(false);
+            }
+        }
+    }
     let mut answered_any = false;
     let mut failed_any = false;
     for (&p, &ok) in &reached {
@@ -594,7 +615,7 @@ mod tests {
     }
 
     fn id(s: &str) -> OrderId {
-        OrderId::new(s.as_bytes().to_vec()).unwrap()
+        OrderId::new(s.as_bytes()).unwrap()
     }
 
     /// The arguments of a command after the fixed ones (script, keys,
