@@ -308,6 +308,9 @@ pub struct JournalStats {
     pub slot_map_changes_total: u64,
     /// Cluster mode: Unix ms of the last such change (0: none seen).
     pub last_slot_map_change_unix_ms: u64,
+    /// Cluster mode: each Redis master's figures, as of the writer's last
+    /// batch.
+    pub masters: Vec<crate::cluster::router::MasterStats>,
     /// What the rebuild at start found.
     pub restored: Restored,
 }
@@ -357,6 +360,8 @@ pub(crate) struct Inner {
     /// Cluster mode: the writer's router, as of its last batch.
     router: Mutex<crate::cluster::router::RouterStats>,
     router_masters: AtomicU64,
+    /// Cluster mode: [`crate::cluster::router::Router::master_stats`].
+    masters: Mutex<Vec<crate::cluster::router::MasterStats>>,
 }
 
 #[derive(Default)]
@@ -501,6 +506,7 @@ impl Journal {
                 any_fenced: AtomicBool::new(false),
                 router: Mutex::new(Default::default()),
                 router_masters: AtomicU64::new(0),
+                masters: Mutex::new(Vec::new()),
             }),
             writer: Arc::new(Mutex::new(None)),
         })
@@ -718,6 +724,7 @@ impl Journal {
             slot_map_refreshes_total: router.refreshes,
             slot_map_changes_total: router.map_changes,
             last_slot_map_change_unix_ms: router.last_map_change_unix_ms,
+            masters: self.inner.masters.lock().clone(),
             restored: self.inner.restored.lock().clone(),
         }
     }
@@ -790,6 +797,7 @@ impl Inner {
     /// Cluster mode: the router's figures, for [`Journal::stats`].
     fn publish_router(&self, router: &crate::cluster::router::Router) {
         *self.router.lock() = router.stats();
+        *self.masters.lock() = router.master_stats();
         self.router_masters
             .store(router.masters().len() as u64, Ordering::Relaxed);
     }
