@@ -273,6 +273,10 @@ impl Settings<'_> {
     }
 }
 
+/// A command's reply so far, the node that gave it, and the `WAIT` count
+/// of its pipeline.
+type Answered = (RedisResult<Value>, Option<Node>, Option<i64>);
+
 /// One pipeline's answers.
 struct Sent {
     replies: Vec<RedisResult<Value>>,
@@ -724,8 +728,7 @@ impl Router {
         commands: &[(u16, &Cmd)],
         wait: Option<(u32, Duration)>,
     ) -> Vec<Answer> {
-        let mut answers: Vec<Option<(RedisResult<Value>, Option<Node>, Option<i64>)>> =
-            commands.iter().map(|_| None).collect();
+        let mut answers: Vec<Option<Answered>> = commands.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..commands.len()).collect();
         for _ in 0..ATTEMPTS {
             if pending.is_empty() {
@@ -888,7 +891,7 @@ impl Router {
         items: &[usize],
         commands: &[(u16, &Cmd)],
         wait: Option<(u32, Duration)>,
-        answers: &mut [Option<(RedisResult<Value>, Option<Node>, Option<i64>)>],
+        answers: &mut [Option<Answered>],
         again: &mut Vec<usize>,
     ) {
         let cmds: Vec<&Cmd> = items.iter().map(|&i| commands[i].1).collect();
