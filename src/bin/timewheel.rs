@@ -120,6 +120,8 @@ struct ServeArgs {
     /// rediss://host:6380/0 for TLS. Without it, timers live in memory only and
     /// are lost on exit. A URL with a password (rediss://:PASSWORD@host/0) is
     /// better passed in the environment, out of `ps`; logs show it masked.
+    /// With --cluster on a Redis Cluster, several nodes may be given,
+    /// comma-separated: the first that answers is used.
     #[arg(long, env = "TIMEWHEEL_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
     /// Trust only this PEM CA certificate for a rediss:// --redis (default:

@@ -63,7 +63,6 @@ use scripts::Layout;
 use slot::{BadPartitionCount, Partitions};
 
 use crate::engine::Engine;
-use crate::journal::redacted;
 
 /// Default lease (`--lease-ms`).
 pub const DEFAULT_LEASE: Duration = Duration::from_millis(3000);
@@ -71,7 +70,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_millis(3000);
 /// How a node joins the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// The Redis that holds the leases and the journal.
+    /// The Redis that holds the leases and the journal: one URL, or
+    /// several nodes of one Redis Cluster, comma-separated.
     pub url: String,
     /// `host:port` clients are redirected to for this node's partitions.
     pub announce: String,
@@ -260,7 +260,7 @@ struct Shared {
     config: ClusterConfig,
     me: Member,
     ownership: Arc<Ownership>,
-    client: redis::Client,
+    seeds: router::Seeds,
     routing: RwLock<Routing>,
     counters: Counters,
     stop: AtomicBool,
@@ -291,15 +291,15 @@ impl Cluster {
         parse_announce(&config.announce)?;
         let partitions = Partitions::new(config.partitions).map_err(ClusterError::BadPartitions)?;
         let layout = Layout::new(&config.key_prefix, config.stream.as_deref());
-        let client = redis::Client::open(config.url.as_str())
+        let seeds = router::Seeds::parse(&config.url)
             .map_err(|e| ClusterError::Redis(format!("bad URL: {e}")))?;
         let started = Instant::now();
         let mut router = loop {
-            match connect_client(&client, Duration::from_secs(5)) {
+            match connect_seeds(&seeds, Duration::from_secs(5)) {
                 Ok(router) => break router,
                 Err(error) if started.elapsed() >= config.connect_timeout => {
                     return Err(ClusterError::Unreachable {
-                        url: redacted(&config.url),
+                        url: router::redacted_urls(&config.url),
                         error: error.to_string(),
                     });
                 }
@@ -383,7 +383,7 @@ impl Cluster {
             announce = %me.addr,
             partitions = config.partitions,
             lease_ms,
-            url = %redacted(&config.url),
+            url = %router::redacted_urls(&config.url),
             "cluster: joining"
         );
         Ok(Cluster {
@@ -396,7 +396,7 @@ impl Cluster {
                 }),
                 config,
                 me,
-                client,
+                seeds,
                 counters: Counters::default(),
                 stop: AtomicBool::new(false),
             }),
@@ -610,18 +610,14 @@ pub fn parse_announce(announce: &str) -> Result<(&str, u16), ClusterError> {
     Ok((host, port))
 }
 
-/// A router over `client`'s Redis (a plain Redis or a Redis Cluster), with
-/// the scripts the manager sends by hash loaded on every connection.
-fn connect_client(client: &redis::Client, timeout: Duration) -> redis::RedisResult<Router> {
-    Router::connect(
-        client.get_connection_info().clone(),
-        timeout,
-        &[scripts::RENEW, scripts::TAKE],
-    )
+/// A router over the Redis of `seeds` (a plain Redis or a Redis Cluster),
+/// with the scripts the manager sends by hash loaded on every connection.
+fn connect_seeds(seeds: &router::Seeds, timeout: Duration) -> redis::RedisResult<Router> {
+    Router::connect(seeds.clone(), timeout, &[scripts::RENEW, scripts::TAKE])
 }
 
 fn connect(shared: &Shared, timeout: Duration) -> redis::RedisResult<Router> {
-    connect_client(&shared.client, timeout)
+    connect_seeds(&shared.seeds, timeout)
 }
 
 fn score_of(

@@ -142,7 +142,14 @@ pub(super) fn run(inner: &Inner, ownership: &Ownership) {
                     &mut refusing,
                     &mut settled,
                 );
-                inner.publish_router(router);
+                let layout = ownership.layout();
+                let mut backlog = vec![0u64; router.masters().len()];
+                for call in &carry {
+                    if let Some(m) = router.master_of(layout.slot(call.partition)) {
+                        backlog[m] += call.seqs.len() as u64;
+                    }
+                }
+                inner.publish_router_backlog(router, &backlog);
                 outcome
             }
             Err(error) => {
@@ -187,8 +194,7 @@ fn connected<'r>(
     router: &'r mut Option<Router>,
 ) -> redis::RedisResult<&'r mut Router> {
     if router.is_none() {
-        let seed = inner.client.get_connection_info().clone();
-        let connected = Router::connect(seed, inner.config.io_timeout, &[APPLY])?;
+        let connected = Router::connect(inner.seeds.clone(), inner.config.io_timeout, &[APPLY])?;
         inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
         *router = Some(connected);
     }

@@ -157,6 +157,10 @@ impl RedisTls {
 /// `url` with its password (if any) replaced by `***`, for log lines and
 /// error messages: `redis://user:secret@host/0` -> `redis://user:***@host/0`.
 pub fn redacted(url: &str) -> String {
+    if url.contains(',') {
+        // Several seeds (`--cluster --redis a,b`): each one masked.
+        return url.split(',').map(redacted).collect::<Vec<_>>().join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -330,6 +334,9 @@ pub struct JournalStats {
     pub slot_map_changes_total: u64,
     /// Cluster mode: Unix ms of the last such change (0: none seen).
     pub last_slot_map_change_unix_ms: u64,
+    /// Cluster mode: each Redis master's figures, as of the writer's last
+    /// batch.
+    pub masters: Vec<crate::cluster::router::MasterStats>,
     /// What the rebuild at start found.
     pub restored: Restored,
 }
@@ -368,6 +375,8 @@ pub(crate) struct Inner {
     /// Set by restore; the writer takes it over.
     connection: Mutex<Option<redis::Connection>>,
     client: redis::Client,
+    /// Every `--redis` URL (cluster mode: the router's seeds).
+    seeds: Vec<redis::ConnectionInfo>,
     /// For the rebuild's own connection, with a `rediss://` URL.
     rebuild_tls: Option<Arc<rustls::ClientConfig>>,
     stopping: AtomicBool,
@@ -381,6 +390,8 @@ pub(crate) struct Inner {
     /// Cluster mode: the writer's router, as of its last batch.
     router: Mutex<crate::cluster::router::RouterStats>,
     router_masters: AtomicU64,
+    /// Cluster mode: [`crate::cluster::router::Router::master_stats`].
+    masters: Mutex<Vec<crate::cluster::router::MasterStats>>,
 }
 
 #[derive(Default)]
@@ -439,16 +450,31 @@ impl Journal {
                 redacted(&config.url)
             )));
         }
-        let client = if config.tls.is_set() {
+        let certificates = if config.tls.is_set() {
             let certificates = config
                 .tls
                 .certificates()
                 .map_err(|e| JournalError::Tls(e.to_string()))?;
-            redis::Client::build_with_tls(config.url.as_str(), certificates)
+            Some(certificates)
         } else {
-            redis::Client::open(config.url.as_str())
+            None
+        };
+        // Several seeds (cluster mode): the first that answers is used.
+        let clients = crate::cluster::router::split_urls(&config.url)
+            .into_iter()
+            .map(|url| match &certificates {
+                Some(certificates) => redis::Client::build_with_tls(url, certificates.clone()),
+                None => redis::Client::open(url),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JournalError::BadUrl(e.to_string()))?;
+        if clients.is_empty() {
+            return Err(JournalError::BadUrl("no Redis URL given".into()));
         }
-        .map_err(|e| JournalError::BadUrl(e.to_string()))?;
+        let seeds: Vec<redis::ConnectionInfo> = clients
+            .iter()
+            .map(|c| c.get_connection_info().clone())
+            .collect();
         let rebuild_tls = if tls_url {
             let tls = config
                 .tls
@@ -460,9 +486,19 @@ impl Journal {
         };
         let started = Instant::now();
         let mut wait = Duration::from_millis(100);
-        let connection = loop {
-            match writer::open(&client, config.io_timeout) {
-                Ok(connection) => break connection,
+        let (client, connection) = loop {
+            let mut opened = Err(None);
+            for client in &clients {
+                match writer::open(client, config.io_timeout) {
+                    Ok(connection) => {
+                        opened = Ok((client.clone(), connection));
+                        break;
+                    }
+                    Err(error) => opened = Err(Some(error)),
+                }
+            }
+            match opened.map_err(|e| e.expect("at least one URL")) {
+                Ok(opened) => break opened,
                 Err(error) => {
                     let waited = started.elapsed();
                     if waited >= config.connect_timeout {
@@ -519,6 +555,7 @@ impl Journal {
                 restored: Mutex::new(Restored::default()),
                 connection: Mutex::new(Some(connection)),
                 client,
+                seeds,
                 rebuild_tls,
                 stopping: AtomicBool::new(false),
                 ownership,
@@ -526,6 +563,7 @@ impl Journal {
                 any_outcome: AtomicBool::new(false),
                 router: Mutex::new(Default::default()),
                 router_masters: AtomicU64::new(0),
+                masters: Mutex::new(Vec::new()),
             }),
             writer: Arc::new(Mutex::new(None)),
         })
@@ -762,6 +800,7 @@ impl Journal {
             slot_map_refreshes_total: router.refreshes,
             slot_map_changes_total: router.map_changes,
             last_slot_map_change_unix_ms: router.last_map_change_unix_ms,
+            masters: self.inner.masters.lock().clone(),
             restored: self.inner.restored.lock().clone(),
         }
     }
@@ -853,9 +892,16 @@ impl Inner {
         }
     }
 
-    /// Cluster mode: the router's figures, for [`Journal::stats`].
-    fn publish_router(&self, router: &crate::cluster::router::Router) {
+    /// Cluster mode: the router's figures, with the writes waiting for
+    /// each master (by index into [`crate::cluster::router::Router::masters`]),
+    /// for [`Journal::stats`].
+    fn publish_router_backlog(&self, router: &crate::cluster::router::Router, backlog: &[u64]) {
         *self.router.lock() = router.stats();
+        let mut masters = router.master_stats();
+        for (master, &waiting) in masters.iter_mut().zip(backlog) {
+            master.backlog = waiting;
+        }
+        *self.masters.lock() = masters;
         self.router_masters
             .store(router.masters().len() as u64, Ordering::Relaxed);
     }

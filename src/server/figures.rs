@@ -8,7 +8,13 @@
 //!   time and never blocks on Redis: `INFO` runs on an I/O thread.
 //! - Text figures (a version, a state word) are `INFO`-only; every number
 //!   is in both, with the same name.
+//! - Figures of one of several things (a Redis master) are one `INFO` line
+//!   per thing, Redis style (`journal_master0:addr=...,up=1,...`, as
+//!   `slave0:`), and one labelled series per figure in `/metrics`
+//!   (`timewheel_journal_master_errors_total{master="..."}`), both derived
+//!   from one list ([`master_figures`]).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -16,6 +22,7 @@ use std::time::Instant;
 use super::Counters;
 use super::hub::Hub;
 use super::tls::Acceptor;
+use crate::cluster::router::MasterStats;
 use crate::engine::{Engine, Stats};
 
 /// A Prometheus metric type.
@@ -34,12 +41,19 @@ pub(crate) enum Value {
     Number(u64, Kind),
     /// In `INFO` only.
     Text(String),
+    /// In `/metrics` only: one series per thing, `name{label="thing"}`
+    /// (`INFO` shows them as one text line per thing).
+    Series {
+        kind: Kind,
+        label: &'static str,
+        values: Vec<(String, u64)>,
+    },
 }
 
 /// One named figure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Figure {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     pub help: &'static str,
     pub value: Value,
 }
@@ -67,7 +81,7 @@ pub(crate) struct Sources<'a> {
 
 fn counter(name: &'static str, help: &'static str, value: u64) -> Figure {
     Figure {
-        name,
+        name: name.into(),
         help,
         value: Value::Number(value, Kind::Counter),
     }
@@ -75,7 +89,7 @@ fn counter(name: &'static str, help: &'static str, value: u64) -> Figure {
 
 fn gauge(name: &'static str, help: &'static str, value: u64) -> Figure {
     Figure {
-        name,
+        name: name.into(),
         help,
         value: Value::Number(value, Kind::Gauge),
     }
@@ -83,7 +97,7 @@ fn gauge(name: &'static str, help: &'static str, value: u64) -> Figure {
 
 fn text(name: &'static str, help: &'static str, value: impl Into<String>) -> Figure {
     Figure {
-        name,
+        name: name.into(),
         help,
         value: Value::Text(value.into()),
     }
@@ -412,8 +426,108 @@ fn journal_section(engine: &Engine) -> Section {
                 j.not_replicated_total,
             ),
         ]);
+        section.figures.extend(masters_figures(&j.masters));
     }
     section
+}
+
+/// One Redis master's figures: `INFO` key, metric name, kind, help, value.
+type MasterFigure = (&'static str, &'static str, Kind, &'static str, u64);
+
+/// The figures of one Redis master, in `INFO` order.
+fn master_figures(m: &MasterStats) -> [MasterFigure; 7] {
+    use Kind::{Counter, Gauge};
+    [
+        (
+            "up",
+            "journal_master_up",
+            Gauge,
+            "1 while the last round trip to this Redis master succeeded.",
+            u64::from(m.up),
+        ),
+        (
+            "backlog",
+            "journal_master_backlog",
+            Gauge,
+            "Journal writes waiting for this Redis master.",
+            m.backlog,
+        ),
+        (
+            "batches",
+            "journal_master_batches_total",
+            Counter,
+            "Pipelines this Redis master answered.",
+            m.batches,
+        ),
+        (
+            "errors",
+            "journal_master_errors_total",
+            Counter,
+            "Failed round trips to this Redis master, and calls refused at once while it was unreachable.",
+            m.errors,
+        ),
+        (
+            "redirects",
+            "journal_master_redirects_total",
+            Counter,
+            "Journal calls this Redis master redirected (MOVED, ASK, READONLY).",
+            m.redirects,
+        ),
+        (
+            "last_error_unix_ms",
+            "journal_master_last_error_unix_ms",
+            Gauge,
+            "When this Redis master last failed a round trip, Unix ms (0: never).",
+            m.last_error_unix_ms,
+        ),
+        (
+            "last_failover_unix_ms",
+            "journal_master_last_failover_unix_ms",
+            Gauge,
+            "When this address became master of slots another master held, Unix ms (0: not seen).",
+            m.last_failover_unix_ms,
+        ),
+    ]
+}
+
+/// `journal_master<i>` lines for `INFO`, and a labelled series per figure
+/// for `/metrics`.
+fn masters_figures(masters: &[MasterStats]) -> Vec<Figure> {
+    let mut figures: Vec<Figure> = masters
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut line = format!("addr={}", m.addr);
+            for (key, _, _, _, value) in master_figures(m) {
+                let _ = write!(line, ",{key}={value}");
+            }
+            Figure {
+                name: format!("journal_master{i}").into(),
+                help: "One Redis master of the journal and its figures.",
+                value: Value::Text(line),
+            }
+        })
+        .collect();
+    if masters.is_empty() {
+        return figures;
+    }
+    let each: Vec<[MasterFigure; 7]> = masters.iter().map(master_figures).collect();
+    for (f, &(_, name, kind, help, _)) in each[0].iter().enumerate() {
+        figures.push(Figure {
+            name: name.into(),
+            help,
+            value: Value::Series {
+                kind,
+                label: "master",
+                values: masters
+                    .iter()
+                    .zip(&each)
+                    .map(|(m, figures)| (m.addr.clone(), figures[f].4))
+                    .collect(),
+            },
+        });
+    }
+    figures
 }
 
 fn tls_section(tls: Option<&Acceptor>) -> Section {
@@ -489,6 +603,7 @@ pub(crate) fn info_text(sections: &[Section], wanted: &[Vec<u8>]) -> String {
             let _ = match &figure.value {
                 Value::Number(n, _) => write!(out, "{}:{n}\r\n", figure.name),
                 Value::Text(t) => write!(out, "{}:{t}\r\n", figure.name),
+                Value::Series { .. } => Ok(()),
             };
         }
         out.push_str("\r\n");
@@ -499,22 +614,57 @@ pub(crate) fn info_text(sections: &[Section], wanted: &[Vec<u8>]) -> String {
 /// Prometheus text exposition (version 0.0.4) of every number.
 pub(crate) fn prometheus_text(sections: &[Section]) -> String {
     let mut out = String::with_capacity(4096);
+    let kind_name = |kind: Kind| match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+    };
     for figure in sections.iter().flat_map(|s| &s.figures) {
-        let Value::Number(value, kind) = figure.value else {
-            continue;
-        };
-        let kind = match kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        let name = figure.name;
-        let _ = write!(
-            out,
-            "# HELP timewheel_{name} {}\n# TYPE timewheel_{name} {kind}\ntimewheel_{name} {value}\n",
-            figure.help
-        );
+        let name = &figure.name;
+        match &figure.value {
+            Value::Text(_) => {}
+            Value::Number(value, kind) => {
+                let _ = write!(
+                    out,
+                    "# HELP timewheel_{name} {}\n# TYPE timewheel_{name} {}\ntimewheel_{name} {value}\n",
+                    figure.help,
+                    kind_name(*kind)
+                );
+            }
+            Value::Series {
+                kind,
+                label,
+                values,
+            } => {
+                let _ = write!(
+                    out,
+                    "# HELP timewheel_{name} {}\n# TYPE timewheel_{name} {}\n",
+                    figure.help,
+                    kind_name(*kind)
+                );
+                for (thing, value) in values {
+                    let _ = writeln!(
+                        out,
+                        "timewheel_{name}{{{label}=\"{}\"}} {value}",
+                        label_value(thing)
+                    );
+                }
+            }
+        }
     }
     out
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn label_value(value: &str) -> Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(
+        value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
 }
 
 #[cfg(test)]
@@ -569,6 +719,61 @@ mod tests {
     }
 
     #[test]
+    fn each_redis_master_is_an_info_line_and_labelled_series() {
+        let masters = [
+            MasterStats {
+                addr: "127.0.0.1:30001".into(),
+                up: true,
+                batches: 12,
+                errors: 1,
+                redirects: 2,
+                last_error_unix_ms: 1_700_000_000_000,
+                last_failover_unix_ms: 0,
+                backlog: 3,
+            },
+            MasterStats {
+                addr: "127.0.0.1:30002".into(),
+                ..MasterStats::default()
+            },
+        ];
+        let sections = vec![Section {
+            title: "Journal",
+            figures: masters_figures(&masters),
+        }];
+        let info = info_text(&sections, &[]);
+        assert_eq!(
+            info,
+            "# Journal\r\n\
+             journal_master0:addr=127.0.0.1:30001,up=1,backlog=3,batches=12,errors=1,redirects=2,\
+             last_error_unix_ms=1700000000000,last_failover_unix_ms=0\r\n\
+             journal_master1:addr=127.0.0.1:30002,up=0,backlog=0,batches=0,errors=0,redirects=0,\
+             last_error_unix_ms=0,last_failover_unix_ms=0\r\n\r\n"
+        );
+        let prometheus = prometheus_text(&sections);
+        assert!(
+            prometheus.contains(
+                "# HELP timewheel_journal_master_errors_total Failed round trips to this Redis master"
+            ),
+            "{prometheus}"
+        );
+        assert!(
+            prometheus.contains(
+                "# TYPE timewheel_journal_master_errors_total counter\n\
+                 timewheel_journal_master_errors_total{master=\"127.0.0.1:30001\"} 1\n\
+                 timewheel_journal_master_errors_total{master=\"127.0.0.1:30002\"} 0\n"
+            ),
+            "{prometheus}"
+        );
+        assert!(
+            prometheus.contains("timewheel_journal_master_up{master=\"127.0.0.1:30001\"} 1\n"),
+            "{prometheus}"
+        );
+        assert_eq!(prometheus.matches("# TYPE").count(), 7, "{prometheus}");
+        assert!(masters_figures(&[]).is_empty());
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
     fn every_number_of_a_real_server_is_in_both_renderings() {
         let engine = Engine::builder()
             .manual_ticks()
@@ -605,13 +810,15 @@ mod tests {
         let prometheus = prometheus_text(&sections);
         let mut names = std::collections::HashSet::new();
         for figure in sections.iter().flat_map(|s| &s.figures) {
-            assert!(names.insert(figure.name), "{} twice", figure.name);
-            assert!(
-                info.contains(&format!("\r\n{}:", figure.name)),
-                "{}",
-                figure.name
-            );
-            if let Value::Number(..) = figure.value {
+            assert!(names.insert(figure.name.clone()), "{} twice", figure.name);
+            if !matches!(figure.value, Value::Series { .. }) {
+                assert!(
+                    info.contains(&format!("\r\n{}:", figure.name)),
+                    "{}",
+                    figure.name
+                );
+            }
+            if let Value::Number(..) | Value::Series { .. } = figure.value {
                 assert!(
                     prometheus.contains(&format!("\ntimewheel_{} ", figure.name)),
                     "{}",

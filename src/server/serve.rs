@@ -199,6 +199,16 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
     if !bind.ip().is_loopback() && !authenticated && !config.unsafe_no_auth {
         return Err(ServeError::NoPassword { bind });
     }
+    if let Some(journal) = &config.journal
+        && config.cluster.is_none()
+        && crate::cluster::router::split_urls(&journal.url).len() > 1
+    {
+        return Err(ServeError::Journal(JournalError::BadUrl(format!(
+            "{}: several Redis URLs name nodes of one Redis Cluster, for cluster mode \
+             (--cluster); without it, give one URL",
+            crate::cluster::router::redacted_urls(&journal.url)
+        ))));
+    }
     tracing::info!("fired orders go {}", where_fired_orders_go(&config)?);
     let tls = start_tls(&mut config, bind)?;
     let hub = Arc::new(Hub::default());
@@ -459,12 +469,14 @@ fn build_engine(
     }
     match &config.journal {
         Some(journal) => {
-            if let Some(host) = crate::tls::plaintext_to_another_host(&journal.url, "redis") {
-                tracing::warn!(
-                    host,
-                    "the journal URL is redis:// to another host: order ids and the password \
-                     cross the network unencrypted; use rediss://"
-                );
+            for url in crate::cluster::router::split_urls(&journal.url) {
+                if let Some(host) = crate::tls::plaintext_to_another_host(url, "redis") {
+                    tracing::warn!(
+                        host,
+                        "the journal URL is redis:// to another host: order ids and the password \
+                         cross the network unencrypted; use rediss://"
+                    );
+                }
             }
             let journal = match cluster {
                 Some(cluster) => Journal::connect_cluster(journal.clone(), cluster.ownership()),

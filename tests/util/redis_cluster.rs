@@ -218,6 +218,42 @@ impl RedisCluster {
         conn.cmd(args)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the node at `port`.
+    pub fn signal(&self, port: u16, signal: &str) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        let pid = node.child.as_ref().expect("a live node").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}: {status}");
+    }
+
+    /// The node id of the node at `port` (`CLUSTER MYID`).
+    pub fn node_id(&self, port: u16) -> String {
+        let reply = self.cmd_at(port, &["CLUSTER", "MYID"]);
+        reply
+            .as_str()
+            .unwrap_or_else(|| panic!("CLUSTER MYID on {port}: {reply:?}"))
+            .to_string()
+    }
+
+    /// The port of the replica of the master at `master` (`slave0:` of
+    /// `INFO replication`).
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let info = info_text(master, "INFO", "replication").expect("the master answers");
+        info.lines()
+            .find_map(|l| l.strip_prefix("slave0:"))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("port=")))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no replica in INFO replication of {master}: {info}"))
+    }
+
     /// `kill -9` of the node at `port`.
     pub fn kill9(&mut self, port: u16) {
         let node = self
