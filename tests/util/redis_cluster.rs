@@ -203,6 +203,35 @@ impl RedisCluster {
         out
     }
 
+    /// Waits until every live node's `CLUSTER SLOTS` names the same
+    /// masters for the same ranges (news of a failover or of a moved slot
+    /// reaches the other nodes through the cluster bus).
+    pub fn wait_agreed(&self) {
+        let view = |port: u16| -> Option<Vec<(i64, i64, i64)>> {
+            let Some(Resp::Array(Some(ranges))) = cmd(port, &["CLUSTER", "SLOTS"]) else {
+                return None;
+            };
+            let mut out: Vec<(i64, i64, i64)> = ranges
+                .iter()
+                .filter_map(|range| match range {
+                    Resp::Array(Some(r)) => match &r[2] {
+                        Resp::Array(Some(node)) => {
+                            Some((r[0].as_int()?, r[1].as_int()?, node[1].as_int()?))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            out.sort();
+            Some(out)
+        };
+        wait_for("every node to agree on the slot map", || {
+            let views: Vec<_> = self.live_ports().into_iter().map(view).collect();
+            views.iter().all(|v| v.is_some() && *v == views[0])
+        });
+    }
+
     /// The port of the live master serving `slot`.
     pub fn master_of(&self, slot: u16) -> u16 {
         self.masters()
@@ -216,6 +245,57 @@ impl RedisCluster {
     pub fn cmd_at<A: AsRef<[u8]>>(&self, port: u16, args: &[A]) -> Resp {
         let mut conn = RespConn::connect(port);
         conn.cmd(args)
+    }
+
+    /// `CLUSTER MYID` of the node at `port`.
+    pub fn node_id(&self, port: u16) -> String {
+        let reply = self.cmd_at(port, &["CLUSTER", "MYID"]);
+        reply
+            .as_str()
+            .unwrap_or_else(|| panic!("CLUSTER MYID of {port}: {reply:?}"))
+            .to_string()
+    }
+
+    /// The port of the replica of the master at `master`, by `CLUSTER NODES`.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let id = self.node_id(master);
+        let nodes = self.cmd_at(master, &["CLUSTER", "NODES"]);
+        let text = nodes.as_str().expect("CLUSTER NODES text");
+        // <id> <ip:port@bus> <flags> <master id> ...
+        text.lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f[2].contains("slave") && f[3] == id && !f[2].contains("fail"))
+            .and_then(|f| f[1].split('@').next()?.rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no live replica of {master} ({id}) in\n{text}"))
+    }
+
+    /// The first element of `ROLE` on `port` (`master` or `slave`), `None`
+    /// if it does not answer.
+    pub fn role(&self, port: u16) -> Option<String> {
+        match cmd(port, &["ROLE"])? {
+            Resp::Array(Some(items)) => items.first()?.as_str().map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// `redis-cli --cluster reshard` of `slots` slots from the master at
+    /// `from` to the master at `to`; panics with redis-cli's output if it
+    /// fails.
+    pub fn reshard(&self, from: u16, to: u16, slots: u16) {
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster reshard");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// `kill -9` of the node at `port`.
