@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use util::redis_cluster::RedisCluster;
 use util::timewheel_cluster::{
-    Ledger, Load, Outcome, PARTITIONS, Router, STREAM, fourth_node_takes_a_quarter, info_field,
-    kill9_loop, layout, partition_of, paused_node_cannot_write_after_its_lease, start_node,
-    stream_entries, total_due, wait_stable,
+    LEASE_MS, Ledger, Load, Outcome, PARTITIONS, Router, STREAM, fourth_node_takes_a_quarter,
+    info_field, kill9_loop, layout, partition_of, paused_node_cannot_write_after_its_lease,
+    start_node, stream_entries, total_due, wait_stable,
 };
 use util::{Resp, TimewheelServer, run_timewheel, unix_ms, wait_until};
 
@@ -380,9 +380,17 @@ fn resharding_under_load_loses_nothing_and_moves_the_journal() {
             layout.slot(p)
         );
     }
-    for &p in &kept {
+    for &p in &kept[1..] {
         assert_eq!(cluster.master_of(layout.slot(p)), from, "partition {p}");
     }
+    // Then one more partition by hand, held half-migrated for two leases
+    // (its journal writes and lease renewals get -ASK or -TRYAGAIN).
+    let slow = kept[0];
+    let hold = Duration::from_millis(2 * LEASE_MS);
+    let (early, late) = cluster.migrate_slot_slowly(layout.slot(slow), from, to, hold);
+    cluster.wait_agreed();
+    assert_eq!(cluster.master_of(layout.slot(slow)), to, "partition {slow}");
+    let moved: Vec<u16> = moved.into_iter().chain([slow]).collect();
 
     // The moved partitions are journaled on their new master: a new order
     // in each is in its due set there, and the old master redirects.
@@ -415,9 +423,12 @@ fn resharding_under_load_loses_nothing_and_moves_the_journal() {
     let sum = |key: &str| -> u64 { ports.iter().map(|&p| info_field(p, key).unwrap()).sum() };
     eprintln!(
         "redis-cli --cluster reshard of slots {first}..={} ({slots} slots, {keys_before} keys of \
-         partitions {moved:?}) from {from} to {to} took {took:?}; the nodes' journal redirects \
-         {}, errors {}; {}",
+         partitions {:?}) from {from} to {to} took {took:?}; partition {slow} moved by hand, \
+         {early} keys, {hold:?}, then {late} keys (longest refusal of its writes: {:?}); the \
+         nodes' journal redirects {}, errors {}; {}",
         first + slots - 1,
+        &moved[..4],
+        ledger.longest_refusal(&[slow]).map(|r| r.lasted),
         sum("journal_redirects_total"),
         sum("journal_errors_total"),
         ledger_line(&ledger, fired)

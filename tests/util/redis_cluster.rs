@@ -298,6 +298,68 @@ impl RedisCluster {
         );
     }
 
+    /// Moves `slot` from the master at `from` to the master at `to` by the
+    /// manual steps of the Redis Cluster specification (`SETSLOT IMPORTING`
+    /// / `MIGRATING`, `MIGRATE ... KEYS`, `SETSLOT NODE`), holding it for
+    /// `hold` with half of its keys moved: meanwhile the source answers
+    /// `-ASK` for the moved keys and `-TRYAGAIN` for a call touching both
+    /// halves. Returns how many keys moved before and after the hold.
+    pub fn migrate_slot_slowly(
+        &self,
+        slot: u16,
+        from: u16,
+        to: u16,
+        hold: Duration,
+    ) -> (usize, usize) {
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let slot_s = slot.to_string();
+        let ok = |port: u16, args: &[&str]| {
+            let reply = self.cmd_at(port, args);
+            assert!(
+                reply == Resp::ok() || reply == Resp::simple("NOKEY"),
+                "{args:?} on {port}: {reply:?}"
+            );
+        };
+        ok(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &to_id]);
+        let keys = |port: u16| -> Vec<String> {
+            let reply = self.cmd_at(port, &["CLUSTER", "GETKEYSINSLOT", &slot_s, "1000"]);
+            let Resp::Array(Some(keys)) = reply else {
+                panic!("CLUSTER GETKEYSINSLOT {slot} on {port}: {reply:?}");
+            };
+            let mut keys: Vec<String> = keys
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string())
+                .collect();
+            keys.sort();
+            keys
+        };
+        let migrate = |keys: &[String]| {
+            if keys.is_empty() {
+                return;
+            }
+            let port = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            ok(from, &args);
+        };
+        let before = keys(from);
+        let first = &before[..before.len() / 2];
+        migrate(first);
+        thread::sleep(hold);
+        let rest = keys(from);
+        migrate(&rest);
+        // The destination first, then the source, then everyone else.
+        ok(to, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+        for (master, _) in self.masters() {
+            if master != from && master != to {
+                ok(master, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+            }
+        }
+        (first.len(), rest.len())
+    }
+
     /// `kill -9` of the node at `port`.
     pub fn kill9(&mut self, port: u16) {
         let node = self
