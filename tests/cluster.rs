@@ -2,7 +2,9 @@
 //! and real `timewheel serve --cluster` processes on free ports: slots as
 //! Redis computes them, routing through cluster clients, fencing, failover
 //! under `kill -9`, a `SIGSTOP` zombie, a fourth node joining, start-up
-//! errors.
+//! errors. The `kill -9`, zombie and join scenarios live in
+//! `tests/util/timewheel_cluster.rs`; `tests/rcluster.rs` runs them on a
+//! Redis Cluster too.
 //!
 //! Run with `cargo test --test cluster` (about two minutes; needs
 //! `redis-server` on PATH; the redis-py part is skipped without

@@ -1,11 +1,25 @@
-//! Cluster mode on a Redis Cluster: 3 masters and 3 replicas started by the
-//! test (`tests/util/redis_cluster.rs`), and real `timewheel serve
-//! --cluster` processes on free ports: each partition's journal on the
-//! master of its slot, and a Redis master's `kill -9` under load.
+//! Cluster mode on a Redis Cluster: 3 masters and 3 replicas started by
+//! each test (`tests/util/redis_cluster.rs`), and real `timewheel serve
+//! --cluster` processes on free ports:
 //!
-//! Run with `cargo test --test rcluster` (about 30 s; needs
-//! `redis-server` and `redis-cli` on PATH). `RCLUSTER_LOGS=1` prints the
-//! nodes' logs of the failover test.
+//! - each partition's journal on the master of its slot;
+//! - a Redis master's `kill -9` under load, and a planned `CLUSTER
+//!   FAILOVER` under load (how long the switchover took, how long writes to
+//!   the old master's partitions were refused or stalled);
+//! - resharding under load: `redis-cli --cluster reshard` of four
+//!   partitions' slots, then one more slot by the manual steps, held
+//!   half-migrated for two leases;
+//! - the node-level scenarios of `tests/cluster.rs` (shared in
+//!   `tests/util/timewheel_cluster.rs`): a `kill -9` loop (5 rounds), a
+//!   `SIGSTOP` zombie, a fourth node joining.
+//!
+//! Every test under load checks the clients' ledger against the streams:
+//! nothing acknowledged lost, nothing cancelled fired, each order once.
+//!
+//! Run with `cargo test --test rcluster -- --nocapture` to see the figures
+//! (about a minute on 2 cores, 7 tests, two at a time; needs `redis-server`
+//! and `redis-cli` on PATH). `RCLUSTER_LOGS=1` prints the nodes' logs of
+//! the master `kill -9` test.
 
 mod util;
 
