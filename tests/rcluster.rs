@@ -19,7 +19,7 @@
 //! Run with `cargo test --test rcluster -- --nocapture` to see the figures
 //! (about a minute on 2 cores, 7 tests, two at a time; needs `redis-server`
 //! and `redis-cli` on PATH). `RCLUSTER_LOGS=1` prints the nodes' logs of
-//! the master `kill -9` test.
+//! the master `kill -9` test and of the ignored half-migrated slot test.
 
 mod util;
 
@@ -401,6 +401,9 @@ fn resharding_under_load_loses_nothing_and_moves_the_journal() {
     // (its journal writes and lease renewals get -ASK or -TRYAGAIN).
     let slow = kept[0];
     let hold = Duration::from_millis(2 * LEASE_MS);
+    let sum = |key: &str| -> u64 { ports.iter().map(|&p| info_field(p, key).unwrap()).sum() };
+    let takeovers_before = sum("cluster_takeovers_total");
+    let held = Instant::now();
     let (early, late) = cluster.migrate_slot_slowly(layout.slot(slow), from, to, hold);
     cluster.wait_agreed();
     assert_eq!(cluster.master_of(layout.slot(slow)), to, "partition {slow}");
@@ -434,15 +437,25 @@ fn resharding_under_load_loses_nothing_and_moves_the_journal() {
     thread::sleep(Duration::from_secs(2));
     let ledger = load.finish();
     let fired = check_fired(&cluster, &ledger);
-    let sum = |key: &str| -> u64 { ports.iter().map(|&p| info_field(p, key).unwrap()).sum() };
     eprintln!(
         "redis-cli --cluster reshard of slots {first}..={} ({slots} slots, {keys_before} keys of \
          partitions {:?}) from {from} to {to} took {took:?}; partition {slow} moved by hand, \
-         {early} keys, {hold:?}, then {late} keys (longest refusal of its writes: {:?}); the \
-         nodes' journal redirects {}, errors {}; {}",
+         {early:?}, {hold:?}, then {late:?}; its writes acknowledged during the hold {}, longest \
+         refusal {:?}, slowest acknowledged write {:?} (to any partition: {:?}); partitions taken over since: {}; the nodes' journal \
+         redirects {}, errors {}; {}",
         first + slots - 1,
         &moved[..4],
+        ledger
+            .attempts
+            .iter()
+            .filter(|a| a.partition == slow && !a.refused && a.at > held && a.at < held + hold)
+            .count(),
         ledger.longest_refusal(&[slow]).map(|r| r.lasted),
+        ledger.slowest_ack(&[slow], held).map(|(_, took)| took),
+        ledger
+            .slowest_ack(&(0..PARTITIONS).collect::<Vec<_>>(), held)
+            .map(|(_, took)| took),
+        sum("cluster_takeovers_total") - takeovers_before,
         sum("journal_redirects_total"),
         sum("journal_errors_total"),
         ledger_line(&ledger, fired)
@@ -469,4 +482,48 @@ fn a_paused_node_on_a_redis_cluster_cannot_write_after_its_lease() {
 #[test]
 fn a_fourth_node_on_a_redis_cluster_takes_a_quarter() {
     fourth_node_takes_a_quarter(&RedisCluster::start());
+}
+
+#[test]
+#[ignore = "the journal acknowledges writes as one sequence: while one slot is half-migrated, \
+            writes to partitions on the other masters wait too (3.2 s for a 2 s hold)"]
+fn a_half_migrated_slot_does_not_stall_the_other_masters() {
+    let cluster = RedisCluster::start();
+    let (nodes, ports) = three_nodes(&cluster);
+    let load = Load::start(&ports, 3);
+    thread::sleep(Duration::from_secs(1));
+    let layout = layout();
+    let from = cluster.master_of(0);
+    let to = *cluster.masters().keys().find(|&&m| m != from).unwrap();
+    let slow = partitions_on(&cluster, from)[0];
+    let elsewhere: Vec<u16> = (0..PARTITIONS)
+        .filter(|&p| cluster.master_of(layout.slot(p)) != from)
+        .collect();
+    let held = Instant::now();
+    let hold = Duration::from_millis(2 * LEASE_MS);
+    cluster.migrate_slot_slowly(layout.slot(slow), from, to, hold);
+    thread::sleep(Duration::from_secs(1));
+    let ledger = load.finish();
+    let fired = check_fired(&cluster, &ledger);
+    let (at, took) = ledger.slowest_ack(&elsewhere, held).unwrap();
+    eprintln!(
+        "partition {slow} held half-migrated for {hold:?}: the slowest write to the {} \
+         partitions on other masters took {took:?} (answered {:?} after the hold began); {}",
+        elsewhere.len(),
+        at - held,
+        ledger_line(&ledger, fired)
+    );
+    if std::env::var_os("RCLUSTER_LOGS").is_some() {
+        for node in &nodes {
+            for line in node.log().lines().filter(|l| !l.contains("took partition")) {
+                eprintln!("{}: {line}", node.port());
+            }
+        }
+    }
+    // Normal acknowledgements take well under 300 ms here, even loaded.
+    assert!(
+        took <= Duration::from_secs(1),
+        "a write to a partition on another master waited {took:?}"
+    );
+    drop(nodes);
 }

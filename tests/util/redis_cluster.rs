@@ -303,14 +303,14 @@ impl RedisCluster {
     /// / `MIGRATING`, `MIGRATE ... KEYS`, `SETSLOT NODE`), holding it for
     /// `hold` with half of its keys moved: meanwhile the source answers
     /// `-ASK` for the moved keys and `-TRYAGAIN` for a call touching both
-    /// halves. Returns how many keys moved before and after the hold.
+    /// halves. Returns the keys moved before and after the hold.
     pub fn migrate_slot_slowly(
         &self,
         slot: u16,
         from: u16,
         to: u16,
         hold: Duration,
-    ) -> (usize, usize) {
+    ) -> (Vec<String>, Vec<String>) {
         let (from_id, to_id) = (self.node_id(from), self.node_id(to));
         let slot_s = slot.to_string();
         let ok = |port: u16, args: &[&str]| {
@@ -357,7 +357,7 @@ impl RedisCluster {
                 ok(master, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
             }
         }
-        (first.len(), rest.len())
+        (first.to_vec(), rest)
     }
 
     /// `kill -9` of the node at `port`.
