@@ -235,6 +235,14 @@ struct ServeArgs {
     #[arg(long, default_value_t = ms(ClusterSettings::default().lease),
           value_parser = clap::value_parser!(u64).range(100..=600_000), requires = "cluster", env = "TIMEWHEEL_LEASE_MS")]
     lease_ms: u64,
+    /// Cluster mode: acknowledge a client write only once this many replicas of its
+    /// Redis master have it (`WAIT`); writes that miss it are undone and refused.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16), requires = "cluster", env = "TIMEWHEEL_JOURNAL_REPLICAS")]
+    journal_replicas: u32,
+    /// Cluster mode: how long `WAIT` waits for `--journal-replicas` replicas.
+    #[arg(long, default_value_t = ms(defaults().1.replicas_timeout),
+          value_parser = clap::value_parser!(u64).range(1..=60_000), requires = "cluster", env = "TIMEWHEEL_JOURNAL_REPLICAS_TIMEOUT_MS")]
+    journal_replicas_timeout_ms: u64,
     /// A Redis round trip slower than this counts as Redis being lost.
     #[arg(long, default_value_t = ms(defaults().1.io_timeout), value_parser = clap::value_parser!(u64).range(10..), env = "TIMEWHEEL_REDIS_TIMEOUT_MS")]
     redis_timeout_ms: u64,
@@ -249,6 +257,8 @@ impl ServeArgs {
             connect_timeout: Duration::from_secs(self.redis_connect_timeout_s),
             io_timeout: Duration::from_millis(self.redis_timeout_ms),
             stream: self.stream,
+            replicas: self.journal_replicas,
+            replicas_timeout: Duration::from_millis(self.journal_replicas_timeout_ms),
             tls: RedisTls {
                 ca_cert: self.redis_ca_cert,
                 identity: self.redis_cert.zip(self.redis_key),

@@ -16,6 +16,11 @@
 //!   and drops partitions; the journal writer only reports a fenced write
 //!   ([`Ownership::fenced`]), which stops client writes at once and wakes
 //!   the manager to drop the partition.
+//! - The journal writer also marks a partition whose Redis master does not
+//!   answer ([`Ownership::set_journal_down`]: client writes refused until
+//!   it answers again, the other partitions unaffected), and one whose
+//!   client writes it had to undo because they did not reach enough
+//!   replicas ([`Ownership::unreplicated`]: dropped and loaded again).
 //! - Everything here is atomics: the engine calls it under a shard lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +43,12 @@ struct Cell {
     valid_until: AtomicU64,
     /// The journal writer saw this epoch fenced off.
     fenced: AtomicBool,
+    /// The journal writer cannot reach the partition's Redis master (it
+    /// is failing over): client writes are refused until it answers.
+    journal_down: AtomicBool,
+    /// The journal writer undid client writes that did not reach
+    /// `--journal-replicas` replicas: drop the partition and load it again.
+    unreplicated: AtomicBool,
 }
 
 /// This node's view of the partitions it holds. Shared by the journal
@@ -98,7 +109,11 @@ impl Ownership {
     pub fn write_epoch(&self, id: &[u8]) -> Option<u64> {
         let cell = self.cell(id);
         let epoch = cell.held.load(Ordering::Acquire);
-        (epoch != 0 && cell.serving.load(Ordering::Acquire) && self.valid(cell)).then_some(epoch)
+        (epoch != 0
+            && cell.serving.load(Ordering::Acquire)
+            && !cell.journal_down.load(Ordering::Acquire)
+            && self.valid(cell))
+        .then_some(epoch)
     }
 
     /// The epoch to tag the removal of a fired order with, if still held.
@@ -142,6 +157,57 @@ impl Ownership {
         }
     }
 
+    /// The journal writer: partition `p`'s Redis master does not answer
+    /// (`true`), or answers again (`false`).
+    pub(crate) fn set_journal_down(&self, p: u16, down: bool) {
+        self.cells[p as usize]
+            .journal_down
+            .store(down, Ordering::Release);
+    }
+
+    /// Whether the journal writer cannot reach `p`'s Redis master.
+    pub fn journal_down(&self, p: u16) -> bool {
+        self.cells[p as usize].journal_down.load(Ordering::Acquire)
+    }
+
+    /// Partitions whose Redis master the journal writer cannot reach.
+    pub fn journal_down_count(&self) -> u64 {
+        self.cells
+            .iter()
+            .filter(|c| c.journal_down.load(Ordering::Acquire))
+            .count() as u64
+    }
+
+    /// The journal writer: client writes of `p` under `epoch` did not
+    /// reach enough replicas; they are being undone in Redis. Client
+    /// writes stop at once; [`Ownership::unreplicated`] follows once the
+    /// undo is in.
+    pub(crate) fn refuse_writes(&self, p: u16, epoch: u64) {
+        let cell = &self.cells[p as usize];
+        if cell.held.load(Ordering::Acquire) == epoch {
+            cell.serving.store(false, Ordering::Release);
+        }
+    }
+
+    /// The journal writer: client writes of `p` under `epoch` did not
+    /// reach enough replicas and were undone in Redis. Stops client writes
+    /// at once and wakes the manager, which drops `p` (its memory still
+    /// has the undone writes) so that it is loaded again from Redis.
+    pub(crate) fn unreplicated(&self, p: u16, epoch: u64) {
+        let cell = &self.cells[p as usize];
+        if cell.held.load(Ordering::Acquire) == epoch {
+            cell.serving.store(false, Ordering::Release);
+            cell.unreplicated.store(true, Ordering::Release);
+            self.wake_manager();
+        }
+    }
+
+    pub(super) fn take_unreplicated(&self, p: u16) -> bool {
+        self.cells[p as usize]
+            .unreplicated
+            .swap(false, Ordering::AcqRel)
+    }
+
     pub(super) fn wake_manager(&self) {
         *self.urgent.lock() = true;
         self.wake.notify_all();
@@ -174,6 +240,7 @@ impl Ownership {
         cell.serving.store(false, Ordering::Release);
         cell.loading.store(true, Ordering::Release);
         cell.fenced.store(false, Ordering::Release);
+        cell.unreplicated.store(false, Ordering::Release);
         cell.valid_until.store(valid_until, Ordering::Release);
         cell.held.store(epoch, Ordering::Release);
     }
@@ -275,5 +342,39 @@ mod tests {
         own.fenced(p, 5);
         assert_eq!(own.write_epoch(id), None);
         assert!(own.take_fenced(p));
+    }
+
+    #[test]
+    fn a_master_out_of_reach_stops_client_writes_of_its_partitions_only() {
+        let own = ownership();
+        let (a, b) = (b"o:4".as_slice(), b"o:5".as_slice());
+        let (pa, pb) = (own.partition_of(a), own.partition_of(b));
+        assert_ne!(pa, pb);
+        for p in [pa, pb] {
+            own.begin_load(p, 2, own.now_ms() + 60_000);
+            own.serve(p);
+        }
+        own.set_journal_down(pa, true);
+        assert_eq!(own.write_epoch(a), None);
+        assert_eq!(own.settle_epoch(a), Some(2), "removals still queue");
+        assert_eq!(own.write_epoch(b), Some(2));
+        assert_eq!(own.journal_down_count(), 1);
+        own.set_journal_down(pa, false);
+        assert_eq!(own.write_epoch(a), Some(2));
+    }
+
+    #[test]
+    fn unreplicated_writes_stop_the_partition_until_it_is_loaded_again() {
+        let own = ownership();
+        let id = b"o:6";
+        let p = own.partition_of(id);
+        own.begin_load(p, 9, own.now_ms() + 60_000);
+        own.serve(p);
+        own.unreplicated(p, 8);
+        assert_eq!(own.write_epoch(id), Some(9), "an old epoch is ignored");
+        own.unreplicated(p, 9);
+        assert_eq!(own.write_epoch(id), None);
+        assert!(own.take_unreplicated(p));
+        assert!(!own.take_unreplicated(p));
     }
 }

@@ -26,7 +26,7 @@ use super::router::Router;
 use super::{Held, Owner, Shared, rendezvous, scripts};
 use crate::engine::Engine;
 use crate::id::OrderId;
-use crate::journal::{Ack, AckStatus};
+use crate::journal::Ack;
 use std::sync::atomic::Ordering;
 
 struct Scripts {
@@ -49,6 +49,9 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
     let mut router: Option<Router> = None;
     let mut handoffs: HashMap<u16, Ack> = HashMap::new();
     let mut failures = 0u32;
+    // Partitions dropped because their client writes did not reach
+    // `--journal-replicas` replicas: their leases are given back next round.
+    let mut to_release: Vec<(u16, u64)> = Vec::new();
     // From when (this node's ms) the member list is trusted to move
     // partitions; `None` while heartbeats fail. Trusted at start.
     let mut trusted_from: Option<u64> = Some(0);
@@ -66,27 +69,40 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
             }
         }
         forget(shared, engine, &drops, &mut handoffs);
+        let unreplicated: Vec<(u16, u64)> = own
+            .partitions()
+            .iter()
+            .filter(|&p| own.take_unreplicated(p) && own.held_epoch(p) != 0)
+            .map(|p| (p, own.held_epoch(p)))
+            .collect();
+        if !unreplicated.is_empty() {
+            tracing::warn!(
+                partitions = ?unreplicated.iter().map(|u| u.0).collect::<Vec<_>>(),
+                "cluster: client writes undone for want of replicas; dropping the partitions to load them again"
+            );
+            let ps: Vec<u16> = unreplicated.iter().map(|u| u.0).collect();
+            forget(shared, engine, &ps, &mut handoffs);
+            to_release.extend(unreplicated);
+        }
         // First, before any Redis I/O: a node that wakes up from a pause
         // drops what it no longer holds without waiting for Redis.
         drop_expired(shared, engine, &mut handoffs);
         let result = match router.as_mut() {
-            Some(r) => one_round(
-                shared,
-                engine,
-                r,
-                &scripts,
-                &mut handoffs,
-                &mut trusted_from,
-            ),
-            None => super::connect(shared, round.max(Duration::from_millis(100))).and_then(|r| {
+            Some(r) => {
+                release(shared, r, &scripts, &mut to_release);
                 one_round(
                     shared,
                     engine,
-                    router.insert(r),
+                    r,
                     &scripts,
                     &mut handoffs,
                     &mut trusted_from,
                 )
+            }
+            None => super::connect(shared, round.max(Duration::from_millis(100))).and_then(|r| {
+                let r = router.insert(r);
+                release(shared, r, &scripts, &mut to_release);
+                one_round(shared, engine, r, &scripts, &mut handoffs, &mut trusted_from)
             }),
         };
         match result {
@@ -106,6 +122,22 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
         drop_expired(shared, engine, &mut handoffs);
         let spent = Duration::from_millis(own.now_ms() - started);
         own.sleep(round.saturating_sub(spent));
+    }
+}
+
+/// Gives back the leases of `partitions` (already dropped here), so that
+/// they are taken again, with a new epoch, and loaded from Redis. A release
+/// that fails leaves the lease to run out by itself.
+fn release(shared: &Shared, router: &mut Router, scripts: &Scripts, partitions: &mut Vec<(u16, u64)>) {
+    let layout = shared.ownership.layout();
+    for (p, e) in partitions.drain(..) {
+        let _ = router.with(layout.slot(p), |con| {
+            scripts
+                .release
+                .key(layout.lease(p))
+                .arg(format!("{} {e}", shared.me.id))
+                .invoke::<i64>(con)
+        });
     }
 }
 
@@ -234,7 +266,7 @@ fn one_round(
     }
     let ready: Vec<u16> = handoffs
         .iter()
-        .filter(|&(_, &ack)| engine.ack_status(ack) != AckStatus::Waiting)
+        .filter(|&(_, &ack)| engine.journal().is_none_or(|j| j.settled_through(ack)))
         .map(|(&p, _)| p)
         .collect();
     // One pass over the wheel for all of them, then the releases.
@@ -259,7 +291,14 @@ fn one_round(
         tracing::info!(partition = p, epoch = e, released, "cluster: handed off");
     }
 
-    // Take free partitions rendezvous gives to this node.
+    // Take free partitions rendezvous gives to this node. With
+    // `--journal-replicas N`, a partition is loaded only once N replicas of
+    // its master have the take (and so every write before it).
+    let replicas = engine
+        .journal()
+        .map(|j| (j.config().replicas, j.config().replicas_timeout))
+        .filter(|&(n, _)| n > 0);
+    let mut unreplicated_masters: Vec<usize> = Vec::new();
     for p in parts.iter() {
         if !may_move
             || !matches!(holders[p as usize], Some(None))
@@ -291,6 +330,31 @@ fn one_round(
             },
             _ => continue,
         };
+        if let Some((n, timeout)) = replicas {
+            let master = router.master_of(layout.slot(p));
+            let confirmed = match master {
+                Some(m) if unreplicated_masters.contains(&m) => None,
+                _ => router
+                    .wait_replicas(layout.slot(p), n, timeout)
+                    .ok()
+                    .filter(|&r| r >= i64::from(n)),
+            };
+            if confirmed.is_none() {
+                if let Some(m) = master
+                    && !unreplicated_masters.contains(&m)
+                {
+                    unreplicated_masters.push(m);
+                    tracing::warn!(
+                        partition = p,
+                        wanted = n,
+                        "cluster: the partition's Redis master has fewer replicas in sync than \
+                         --journal-replicas; not serving its partitions until it has"
+                    );
+                }
+                release(shared, router, scripts, &mut vec![(p, epoch)]);
+                continue;
+            }
+        }
         own.begin_load(p, epoch, sent + lease_ms);
         let loading = std::time::Instant::now();
         // Read from the partition's master (the one that just took it).

@@ -401,6 +401,71 @@ impl Router {
     }
 }
 
+/// What one command of [`Router::query_waiting`] got.
+#[derive(Debug)]
+pub struct Answer {
+    /// Its reply.
+    pub reply: RedisResult<Value>,
+    /// The master that answered it (index into [`Router::masters`]).
+    pub master: Option<usize>,
+    /// With a `WAIT`: how many replicas of that master had every write of
+    /// the pipeline that carried it (`None`: not known).
+    pub replicas: Option<i64>,
+}
+
+impl Router {
+    /// [`Router::query`], then (with `wait = Some((n, timeout))`) `WAIT n
+    /// timeout` on every master that answered, on the same connection, so
+    /// each answer says how many replicas have it.
+    pub fn query_waiting(
+        &mut self,
+        commands: &[(u16, &Cmd)],
+        wait: Option<(u32, Duration)>,
+    ) -> Vec<Answer> {
+        let replies = self.query(commands);
+        let masters: Vec<Option<usize>> = commands.iter().map(|(s, _)| self.master_of(*s)).collect();
+        let mut counts: BTreeMap<usize, Option<i64>> = BTreeMap::new();
+        if let Some((n, timeout)) = wait {
+            for (reply, master) in replies.iter().zip(&masters) {
+                if let (Ok(_), Some(m)) = (reply, master) {
+                    counts.entry(*m).or_insert(None);
+                }
+            }
+            for (&m, count) in counts.iter_mut() {
+                *count = self
+                    .connection(m)
+                    .and_then(|con| {
+                        redis::cmd("WAIT")
+                            .arg(n)
+                            .arg(timeout.as_millis() as u64)
+                            .query::<i64>(con)
+                    })
+                    .ok();
+            }
+        }
+        replies
+            .into_iter()
+            .zip(masters)
+            .map(|(reply, master)| Answer {
+                replicas: master.and_then(|m| counts.get(&m).copied().flatten()),
+                reply,
+                master,
+            })
+            .collect()
+    }
+
+    /// `WAIT n timeout` on the master of `slot`: how many of its replicas
+    /// have every write sent to it on this router's connection.
+    pub fn wait_replicas(&mut self, slot: u16, n: u32, timeout: Duration) -> RedisResult<i64> {
+        self.with(slot, |con| {
+            redis::cmd("WAIT")
+                .arg(n)
+                .arg(timeout.as_millis() as u64)
+                .query(con)
+        })
+    }
+}
+
 impl PartialEq for Master {
     fn eq(&self, other: &Master) -> bool {
         self.host == other.host && self.port == other.port

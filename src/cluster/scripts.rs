@@ -81,7 +81,9 @@ return 0
 
 /// The fenced journal write: a run of one partition's writes, applied in
 /// order, only if the partition's epoch is still the writer's.
-/// `KEYS` = epoch, due, dead, stream; `ARGV[1]` = epoch, then the writes:
+/// `KEYS` = epoch, due, dead, stream; `ARGV[1]` = epoch, `ARGV[2]` = `u`
+/// to return the score each `P`/`C` write found (for an undo, see
+/// [`crate::journal`]'s `--journal-replicas`) or `-`, then the writes:
 /// - `P id deadline`: schedule or move (`ZADD`);
 /// - `C id`: cancel (`ZREM`);
 /// - `D id deadline`: delivered, remove if the score is still `deadline`;
@@ -89,10 +91,14 @@ return 0
 ///   still `deadline` (exactly once);
 /// - `X id deadline attempts error now`: dead-letter.
 ///
-/// Returns `{1, writes}`, or `{0, current epoch}` with nothing changed.
+/// Returns `{1, writes}` (with `u`: `{1, writes, before...}`, one score or
+/// `''` per `P`/`C` write, in order), or `{0, current epoch}` with nothing
+/// changed.
 pub const APPLY: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then return {0, current or ''} end
+local undo = ARGV[2] == 'u'
+local before = {}
 local zadd = {}
 local function flush()
   if #zadd > 0 then
@@ -108,18 +114,25 @@ local function take(id, deadline)
   end
   return false
 end
-local i, n, writes = 2, #ARGV, 0
+local i, n, writes = 3, #ARGV, 0
 while i <= n do
   local op = ARGV[i]
   writes = writes + 1
-  if op == 'P' then
+  if op == 'P' and not undo then
     zadd[#zadd + 1] = ARGV[i + 2]
     zadd[#zadd + 1] = ARGV[i + 1]
     if #zadd >= 1000 then flush() end
     i = i + 3
   else
     flush()
-    if op == 'C' then
+    if op == 'P' then
+      before[#before + 1] = redis.call('ZSCORE', KEYS[2], ARGV[i + 1]) or ''
+      redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i + 1])
+      i = i + 3
+    elseif op == 'C' then
+      if undo then
+        before[#before + 1] = redis.call('ZSCORE', KEYS[2], ARGV[i + 1]) or ''
+      end
       redis.call('ZREM', KEYS[2], ARGV[i + 1])
       i = i + 2
     elseif op == 'D' then
@@ -142,7 +155,9 @@ while i <= n do
   end
 end
 flush()
-return {1, writes}
+local out = {1, writes}
+for _, s in ipairs(before) do out[#out + 1] = s end
+return out
 ";
 
 /// The Redis keys of a cluster.

@@ -38,6 +38,7 @@
 //!   does not serve is refused before anything changes.
 
 mod bulk;
+mod cluster_writer;
 mod restore;
 mod writer;
 
@@ -73,6 +74,13 @@ pub struct JournalConfig {
     /// Close orders into this Redis Stream (`--stream`): a delivered order
     /// is moved from `due` into it, exactly once; `None`: it is removed.
     pub stream: Option<String>,
+    /// Cluster mode (`--journal-replicas`): a client write is acknowledged
+    /// only once this many replicas of its Redis master have it (`WAIT`);
+    /// 0: once the master has it.
+    pub replicas: u32,
+    /// How long `WAIT` waits for those replicas before the writes are
+    /// undone and answered [`AckStatus::NotReplicated`].
+    pub replicas_timeout: Duration,
 }
 
 impl JournalConfig {
@@ -87,6 +95,8 @@ impl JournalConfig {
             io_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             stream: None,
+            replicas: 0,
+            replicas_timeout: Duration::from_millis(1000),
         }
     }
 }
@@ -223,6 +233,10 @@ pub enum AckStatus {
     /// Cluster mode: the partition's epoch moved before it was written (the
     /// partition has a new owner): Redis did not take it.
     Fenced,
+    /// Cluster mode with `--journal-replicas N`: fewer than N replicas had
+    /// it in time, so it was undone on the master (and the partition is
+    /// loaded again from Redis): nothing changed.
+    NotReplicated,
 }
 
 /// One journal write.
@@ -290,6 +304,14 @@ pub struct JournalStats {
     /// Cluster mode: writes Redis refused because the partition's epoch
     /// had moved (fencing).
     pub fenced_total: u64,
+    /// Cluster mode: client writes undone because fewer than
+    /// `--journal-replicas` replicas had them in time.
+    pub not_replicated_total: u64,
+    /// Cluster mode: partitions held here whose Redis master the writer
+    /// cannot reach (their client writes are refused meanwhile).
+    pub partitions_down: u64,
+    /// Cluster mode: `--journal-replicas`.
+    pub replicas: u32,
     /// Times the writer reconnected after losing Redis.
     pub reconnects_total: u64,
     /// Seconds the journal has been down (0 when up).
@@ -351,9 +373,11 @@ pub(crate) struct Inner {
     stopping: AtomicBool,
     /// Cluster mode: who holds which partition under which epoch.
     ownership: Option<Arc<Ownership>>,
-    /// Cluster mode: sequence numbers of writes Redis fenced off.
-    fenced: Mutex<hashbrown::HashSet<u64>>,
-    any_fenced: AtomicBool,
+    /// Cluster mode: writes settled out of queue order: fenced off, not
+    /// replicated, or durable while an earlier write still waits for its
+    /// master (see [`Journal::status`]).
+    outcomes: Mutex<hashbrown::HashMap<u64, AckStatus>>,
+    any_outcome: AtomicBool,
     /// Cluster mode: the writer's router, as of its last batch.
     router: Mutex<crate::cluster::router::RouterStats>,
     router_masters: AtomicU64,
@@ -367,6 +391,7 @@ struct Counters {
     refused: AtomicU64,
     reconnects: AtomicU64,
     fenced: AtomicU64,
+    not_replicated: AtomicU64,
 }
 
 /// A handle on the journal. Cheap to clone.
@@ -497,8 +522,8 @@ impl Journal {
                 rebuild_tls,
                 stopping: AtomicBool::new(false),
                 ownership,
-                fenced: Mutex::new(hashbrown::HashSet::new()),
-                any_fenced: AtomicBool::new(false),
+                outcomes: Mutex::new(hashbrown::HashMap::new()),
+                any_outcome: AtomicBool::new(false),
                 router: Mutex::new(Default::default()),
                 router_masters: AtomicU64::new(0),
             }),
@@ -588,8 +613,7 @@ impl Journal {
         self.inner.ownership.is_some()
     }
 
-    /// The place of the last write queued: once it is no longer
-    /// [`AckStatus::Waiting`], so is every write queued before it.
+    /// The place of the last write queued (see [`Journal::settled_through`]).
     pub fn tail(&self) -> Ack {
         let queue = self.inner.queue.lock();
         Ack(queue.head_seq + queue.ops.len() as u64 - 1)
@@ -651,12 +675,15 @@ impl Journal {
         enqueue(&self.inner, &mut queue, op, epoch);
     }
 
-    /// Where the write `ack` stands.
+    /// Where the write `ack` stands. In cluster mode writes may settle out
+    /// of queue order (one partition's master failing over does not hold
+    /// up the others), so a later write can be settled before an earlier
+    /// one: callers that answer in order check each write.
     pub fn status(&self, ack: Ack) -> AckStatus {
-        if self.inner.any_fenced.load(Ordering::Acquire)
-            && self.inner.fenced.lock().contains(&ack.0)
+        if self.inner.any_outcome.load(Ordering::Acquire)
+            && let Some(&status) = self.inner.outcomes.lock().get(&ack.0)
         {
-            AckStatus::Fenced
+            status
         } else if ack.0 <= self.inner.acked.load(Ordering::Acquire) {
             AckStatus::Durable
         } else if ack.0 >= self.inner.failed_from.load(Ordering::Acquire) {
@@ -666,13 +693,22 @@ impl Journal {
         }
     }
 
+    /// Whether every write up to `ack` is settled (durable, refused, or
+    /// given up at shutdown).
+    pub fn settled_through(&self, ack: Ack) -> bool {
+        ack.0 <= self.inner.acked.load(Ordering::Acquire)
+            || self.inner.failed_from.load(Ordering::Acquire) != u64::MAX
+    }
+
     /// Blocks until `ack` is durable (`Ok`) or given up (`Err`).
     pub fn wait(&self, ack: Ack) -> Result<(), Unavailable> {
         let mut guard = self.inner.ack_lock.lock();
         loop {
             match self.status(ack) {
                 AckStatus::Durable => return Ok(()),
-                AckStatus::Failed | AckStatus::Fenced => return Err(Unavailable),
+                AckStatus::Failed | AckStatus::Fenced | AckStatus::NotReplicated => {
+                    return Err(Unavailable);
+                }
                 AckStatus::Waiting => self.inner.acked_cv.wait(&mut guard),
             }
         }
@@ -698,14 +734,22 @@ impl Journal {
         let c = &self.inner.counters;
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         let router = *self.inner.router.lock();
+        let partitions_down = self
+            .inner
+            .ownership
+            .as_ref()
+            .map_or(0, |o| o.journal_down_count());
         JournalStats {
-            up,
+            up: up && partitions_down == 0,
             backlog: backlog + self.in_flight(),
             writes_total: load(&c.writes),
             batches_total: load(&c.batches),
             errors_total: load(&c.errors),
             refused_total: load(&c.refused),
             fenced_total: load(&c.fenced),
+            not_replicated_total: load(&c.not_replicated),
+            partitions_down,
+            replicas: self.inner.config.replicas,
             reconnects_total: load(&c.reconnects),
             down_for_s: self
                 .inner
@@ -770,21 +814,43 @@ impl Op {
 }
 
 impl Inner {
-    /// Records that Redis fenced off the writes `seqs` (before they are
-    /// published as acked).
-    fn fenced_off(&self, seqs: impl IntoIterator<Item = u64>) {
-        let mut fenced = self.fenced.lock();
-        let before = fenced.len();
-        fenced.extend(seqs);
-        self.counters
-            .fenced
-            .fetch_add((fenced.len() - before) as u64, Ordering::Relaxed);
-        // Forget answers nobody can still be waiting for.
-        if fenced.len() > 100_000 {
-            let floor = self.acked.load(Ordering::Relaxed).saturating_sub(1 << 20);
-            fenced.retain(|&s| s >= floor);
+    /// Records how the writes `seqs` settled, ahead of the `acked`
+    /// watermark (before that moves past them).
+    fn settled(&self, seqs: impl IntoIterator<Item = u64>, status: AckStatus) {
+        let mut outcomes = self.outcomes.lock();
+        let before = outcomes.len();
+        outcomes.extend(seqs.into_iter().map(|s| (s, status)));
+        let added = (outcomes.len() - before) as u64;
+        match status {
+            AckStatus::Fenced => self.counters.fenced.fetch_add(added, Ordering::Relaxed),
+            AckStatus::NotReplicated => self
+                .counters
+                .not_replicated
+                .fetch_add(added, Ordering::Relaxed),
+            _ => 0,
+        };
+        self.any_outcome.store(true, Ordering::Release);
+    }
+
+    /// Forgets outcomes the watermark now covers (durable ones) and
+    /// refusals nobody can still be waiting for.
+    fn prune_outcomes(&self) {
+        if !self.any_outcome.load(Ordering::Acquire) {
+            return;
         }
-        self.any_fenced.store(true, Ordering::Release);
+        let acked = self.acked.load(Ordering::Acquire);
+        let mut outcomes = self.outcomes.lock();
+        let floor = acked.saturating_sub(1 << 20);
+        outcomes.retain(|&seq, status| {
+            if seq <= acked {
+                *status != AckStatus::Durable && seq >= floor
+            } else {
+                true
+            }
+        });
+        if outcomes.is_empty() {
+            self.any_outcome.store(false, Ordering::Release);
+        }
     }
 
     /// Cluster mode: the router's figures, for [`Journal::stats`].
@@ -805,6 +871,24 @@ impl Inner {
         self.acked_cv.notify_all();
         for listener in self.listeners.lock().iter() {
             listener();
+        }
+    }
+
+    /// Cluster mode: `down` partitions' masters do not answer; the
+    /// journal counts as down (for `INFO`) while any is.
+    fn partitions_down(&self, down: u64) {
+        let mut since = self.down_since.lock();
+        match (down > 0, since.is_some()) {
+            (true, false) => *since = Some(Instant::now()),
+            (false, true) => {
+                if let Some(t) = since.take() {
+                    tracing::info!(
+                        down_for_ms = t.elapsed().as_millis() as u64,
+                        "journal: every partition's Redis master answers again"
+                    );
+                }
+            }
+            _ => {}
         }
     }
 

@@ -8,24 +8,13 @@
 //! per write. A failed round trip drops the connection, marks the journal
 //! down, and retries the same batch with backoff until Redis is back.
 //!
-//! In cluster mode a batch is split by partition (a stable split: one id's
-//! writes keep their order, and writes to different ids commute), and each
-//! partition's run goes in one call of the fenced script
-//! ([`crate::cluster::scripts::APPLY`]) with the epoch it was queued under.
-//! The calls go through a [`Router`]: on a Redis Cluster, one pipeline per
-//! master per turn (each partition's keys live on one master, so a
-//! master's pipeline keeps one id's writes in order); on a plain Redis, one
-//! pipeline. A call that a master answered is not sent again when another
-//! master failed: only the unanswered ones are retried, in order.
+//! Cluster mode has a writer of its own: [`super::cluster_writer`].
 
 use std::time::{Duration, Instant};
 
 use crate::clock::unix_ms;
 
-use redis::{Cmd, Connection, Pipeline, Script, Value};
-
-use crate::cluster::Ownership;
-use crate::cluster::router::Router;
+use redis::{Connection, Pipeline, Script, Value};
 
 use super::{Inner, Keys, Op};
 use std::sync::atomic::Ordering;
@@ -34,12 +23,12 @@ use std::sync::atomic::Ordering;
 pub(super) const MAX_BATCH: usize = 16_384;
 
 /// Members per folded command at most.
-const MAX_RUN: usize = 1024;
+pub(super) const MAX_RUN: usize = 1024;
 
 /// How often the writer proves Redis is there (and records `alive_ms`).
 pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
 
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Removes delivered orders: `KEYS[1]` = due, `ARGV` = id, deadline pairs.
 /// An id whose score moved (re-added since it fired) stays.
@@ -102,17 +91,9 @@ struct Scripts {
     dead: Script,
 }
 
-/// Cluster mode: one script call of a batch: which writes it carries.
-struct Run {
-    partition: u16,
-    epoch: u64,
-    /// Indices into the batch.
-    writes: Vec<usize>,
-}
-
 pub(super) fn run(inner: &Inner) {
     if let Some(ownership) = inner.ownership.clone() {
-        return run_cluster(inner, &ownership);
+        return super::cluster_writer::run(inner, &ownership);
     }
     let scripts = Scripts {
         done: Script::new(DONE_LUA),
@@ -152,56 +133,6 @@ pub(super) fn run(inner: &Inner) {
         });
         if !written {
             return;
-        }
-        if heartbeat_due {
-            last_heartbeat = Some(Instant::now());
-        }
-        written_up_to(inner, first_seq, &mut batch, &mut epochs);
-    }
-}
-
-/// Cluster mode: each turn's writes go, split by partition into fenced
-/// script calls, through the [`Router`] (one pipeline per Redis master).
-fn run_cluster(inner: &Inner, ownership: &Ownership) {
-    // The connection made at connect time proved the URL; the router
-    // opens its own.
-    drop(inner.connection.lock().take());
-    let apply = Script::new(crate::cluster::scripts::APPLY);
-    let mut router: Option<Router> = None;
-    let mut epochs: Vec<u64> = Vec::new();
-    let mut runs: Vec<Run> = Vec::new();
-    let mut calls: Vec<(u16, Cmd)> = Vec::new();
-    let mut answered: Vec<bool> = Vec::new();
-    let mut last_heartbeat: Option<Instant> = None;
-    let mut batch: Vec<Op> = Vec::new();
-    loop {
-        let (first_seq, closing) = take(inner, &mut batch, &mut epochs, last_heartbeat);
-        let heartbeat_due = last_heartbeat.is_none_or(|t| t.elapsed() >= HEARTBEAT);
-        if batch.is_empty() && (closing || !heartbeat_due) {
-            if closing {
-                return;
-            }
-            continue;
-        }
-        encode_cluster(&mut calls, &mut runs, &batch, &epochs, ownership, &apply);
-        answered.clear();
-        answered.resize(calls.len(), false);
-        let written = until_written(inner, first_seq, batch.len(), || {
-            write_cluster(
-                inner,
-                ownership,
-                &mut router,
-                &calls,
-                &runs,
-                &mut answered,
-                first_seq,
-            )
-        });
-        if !written {
-            return;
-        }
-        if let Some(router) = &router {
-            inner.publish_router(router);
         }
         if heartbeat_due {
             last_heartbeat = Some(Instant::now());
@@ -273,9 +204,19 @@ fn take(
     epochs: &mut Vec<u64>,
     last_heartbeat: Option<Instant>,
 ) -> (u64, bool) {
+    let wait = last_heartbeat.map_or(Duration::ZERO, |t| HEARTBEAT.saturating_sub(t.elapsed()));
+    take_within(inner, batch, epochs, wait)
+}
+
+/// [`take`], waiting at most `wait` for work.
+pub(super) fn take_within(
+    inner: &Inner,
+    batch: &mut Vec<Op>,
+    epochs: &mut Vec<u64>,
+    wait: Duration,
+) -> (u64, bool) {
     let mut queue = inner.queue.lock();
     if queue.ops.is_empty() && !queue.closed {
-        let wait = last_heartbeat.map_or(Duration::ZERO, |t| HEARTBEAT.saturating_sub(t.elapsed()));
         if !wait.is_zero() {
             inner.work.wait_for(&mut queue, wait);
         }
@@ -416,187 +357,8 @@ fn encode(
     }
 }
 
-/// Splits `batch` by partition and epoch, in queue order within each, into
-/// one fenced script call per run, each with the slot of its partition.
-fn encode_cluster(
-    calls: &mut Vec<(u16, Cmd)>,
-    runs: &mut Vec<Run>,
-    batch: &[Op],
-    epochs: &[u64],
-    ownership: &Ownership,
-    apply: &Script,
-) {
-    debug_assert_eq!(
-        batch.len(),
-        epochs.len(),
-        "every cluster write carries its epoch"
-    );
-    calls.clear();
-    runs.clear();
-    let mut order: Vec<(u16, u64, usize)> = batch
-        .iter()
-        .zip(epochs)
-        .enumerate()
-        .map(|(i, (op, &epoch))| (ownership.partition_of(op.id().as_bytes()), epoch, i))
-        .collect();
-    // Stable by (partition, epoch); ties keep queue order, as `i` is last.
-    order.sort_unstable();
-    for (partition, epoch, i) in order {
-        match runs.last_mut() {
-            Some(run)
-                if run.partition == partition
-                    && run.epoch == epoch
-                    && run.writes.len() < MAX_RUN =>
-            {
-                run.writes.push(i)
-            }
-            _ => runs.push(Run {
-                partition,
-                epoch,
-                writes: vec![i],
-            }),
-        }
-    }
-    let layout = ownership.layout();
-    for run in runs.iter() {
-        let p = run.partition;
-        let mut call = redis::cmd("EVALSHA");
-        let cmd = call
-            .arg(apply.get_hash())
-            .arg(4)
-            .arg(layout.epoch(p))
-            .arg(layout.due(p))
-            .arg(layout.dead(p))
-            .arg(layout.stream(p).unwrap_or_else(|| layout.due(p)))
-            .arg(run.epoch);
-        for &i in &run.writes {
-            match &batch[i] {
-                Op::Put { id, deadline_ms } => {
-                    cmd.arg("P").arg(id.as_bytes()).arg(*deadline_ms);
-                }
-                Op::Cancel { id } => {
-                    cmd.arg("C").arg(id.as_bytes());
-                }
-                Op::Done { id, deadline_ms } => {
-                    cmd.arg("D").arg(id.as_bytes()).arg(*deadline_ms);
-                }
-                Op::Deliver {
-                    id,
-                    deadline_ms,
-                    fired_ms,
-                } => {
-                    cmd.arg("S")
-                        .arg(id.as_bytes())
-                        .arg(*deadline_ms)
-                        .arg(*fired_ms);
-                }
-                Op::Dead {
-                    id,
-                    deadline_ms,
-                    attempts,
-                    error,
-                    now_ms,
-                } => {
-                    cmd.arg("X")
-                        .arg(id.as_bytes())
-                        .arg(*deadline_ms)
-                        .arg(*attempts)
-                        .arg(error.as_str())
-                        .arg(*now_ms);
-                }
-            }
-        }
-        calls.push((layout.slot(p), call));
-    }
-}
-
-/// Sends the calls not yet `answered` through the router (connecting it
-/// first if needed); records fenced runs. `Err` if any call is still
-/// unanswered (its master is unreachable or failing over).
-fn write_cluster(
-    inner: &Inner,
-    ownership: &Ownership,
-    router: &mut Option<Router>,
-    calls: &[(u16, Cmd)],
-    runs: &[Run],
-    answered: &mut [bool],
-    first_seq: u64,
-) -> redis::RedisResult<()> {
-    let router = match router {
-        Some(router) => router,
-        None => {
-            let seed = inner.client.get_connection_info().clone();
-            let connected = Router::connect(
-                seed,
-                inner.config.io_timeout,
-                &[crate::cluster::scripts::APPLY],
-            )?;
-            inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-            inner.publish_router(&connected);
-            router.insert(connected)
-        }
-    };
-    let pending: Vec<usize> = (0..calls.len()).filter(|&i| !answered[i]).collect();
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let sent: Vec<(u16, &Cmd)> = pending.iter().map(|&i| (calls[i].0, &calls[i].1)).collect();
-    let replies = router.query(&sent);
-    inner.counters.batches.fetch_add(1, Ordering::Relaxed);
-    let mut first_error = None;
-    for (&i, reply) in pending.iter().zip(replies) {
-        let current = match reply.and_then(|r| fenced_epoch(&r)) {
-            Ok(current) => current,
-            Err(error) => {
-                first_error.get_or_insert(error);
-                continue;
-            }
-        };
-        answered[i] = true;
-        let run = &runs[i];
-        if let Some(current) = current {
-            tracing::warn!(
-                partition = run.partition,
-                epoch = run.epoch,
-                current = %current,
-                writes = run.writes.len(),
-                "journal: fenced off: the partition has a newer owner; writes refused"
-            );
-            inner.fenced_off(run.writes.iter().map(|&w| first_seq + w as u64));
-            ownership.fenced(run.partition, run.epoch);
-        }
-    }
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(()),
-    }
-}
-
-/// The reply of the fenced script: `None` if applied, else the epoch
-/// Redis has now.
-fn fenced_epoch(reply: &Value) -> redis::RedisResult<Option<String>> {
-    let bad = || {
-        redis::RedisError::from((
-            redis::ErrorKind::Client,
-            "unexpected reply from the fenced journal script",
-            format!("{reply:?}"),
-        ))
-    };
-    let Value::Array(items) = reply else {
-        return Err(bad());
-    };
-    match items.as_slice() {
-        [Value::Int(1), _] => Ok(None),
-        [Value::Int(0), current] => Ok(Some(match current {
-            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            _ => String::new(),
-        })),
-        _ => Err(bad()),
-    }
-}
-
 /// Shutdown with Redis down: every write from `first_seq` on fails.
-fn give_up(inner: &Inner, first_seq: u64, in_batch: usize) {
+pub(super) fn give_up(inner: &Inner, first_seq: u64, in_batch: usize) {
     let queued = inner.queue.lock().ops.len();
     tracing::error!(
         unwritten = in_batch + queued,

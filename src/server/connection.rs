@@ -41,6 +41,10 @@ pub const MAX_HELD: usize = 4096;
 /// reached Redis, which refused it (fencing). Clients retry `TRYAGAIN`.
 pub const FENCED: &str = "TRYAGAIN the partition moved to another node before this write was journaled; nothing was changed";
 
+/// Cluster mode with `--journal-replicas N`: fewer than N replicas of the
+/// partition's Redis master confirmed the write in time; it was undone.
+pub const NOT_REPLICATED: &str = "JOURNAL not replicated: fewer than --journal-replicas replicas of the partition's Redis master confirmed this write in time; it was undone, nothing was changed";
+
 /// The error a write gets when the journal gave up on it at shutdown.
 pub const JOURNAL_GAVE_UP: &str =
     "JOURNAL unavailable: Redis did not confirm the write before shutdown";
@@ -62,13 +66,25 @@ impl Deferred {
         }
     }
 
-    /// Writes the reply once `ack` is settled. Acks settle in order, so
-    /// every ack of an `EXEC` array is settled by then too.
+    /// Whether every write the reply waits for is settled (in cluster mode
+    /// writes to different partitions may settle out of order).
+    pub fn is_settled(&self, status: &impl Fn(Ack) -> AckStatus) -> bool {
+        match &self.reply {
+            Pending::Integer(_) => status(self.ack) != AckStatus::Waiting,
+            Pending::Array(parts) => parts.iter().all(|part| match part {
+                Part::Ready(_) => true,
+                Part::Held(ack, _) => status(*ack) != AckStatus::Waiting,
+            }),
+        }
+    }
+
+    /// Writes the reply once it [is settled](Deferred::is_settled).
     pub fn write(&self, out: &mut Vec<u8>, status: &impl Fn(Ack) -> AckStatus) {
         let integer = |out: &mut Vec<u8>, ack, value| match status(ack) {
             AckStatus::Durable => write_integer(out, value),
             AckStatus::Waiting | AckStatus::Failed => write_error(out, JOURNAL_GAVE_UP),
             AckStatus::Fenced => write_error(out, FENCED),
+            AckStatus::NotReplicated => write_error(out, NOT_REPLICATED),
         };
         match &self.reply {
             Pending::Integer(value) => integer(out, self.ack, *value),
@@ -213,13 +229,13 @@ impl Connection {
     pub fn can_release(&self, status: &impl Fn(Ack) -> AckStatus) -> bool {
         self.held
             .front()
-            .is_some_and(|h| status(h.reply.ack) != AckStatus::Waiting)
+            .is_some_and(|h| h.reply.is_settled(status))
     }
 
     /// Moves held replies whose write is settled into the output, in order.
     fn release_held(&mut self, status: &impl Fn(Ack) -> AckStatus) {
         while let Some(front) = self.held.front() {
-            if status(front.reply.ack) == AckStatus::Waiting {
+            if !front.reply.is_settled(status) {
                 break;
             }
             front.reply.write(&mut self.output, status);

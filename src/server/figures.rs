@@ -396,6 +396,21 @@ fn journal_section(engine: &Engine) -> Section {
                 "When the journal last saw the slot map change, Unix ms (0: never).",
                 j.last_slot_map_change_unix_ms,
             ),
+            gauge(
+                "journal_partitions_down",
+                "Partitions held here whose Redis master does not answer (their writes are refused).",
+                j.partitions_down,
+            ),
+            gauge(
+                "journal_replicas",
+                "Replicas that must confirm a client write before it is acknowledged (--journal-replicas).",
+                u64::from(j.replicas),
+            ),
+            counter(
+                "journal_not_replicated_total",
+                "Client writes undone and refused because too few replicas confirmed them in time.",
+                j.not_replicated_total,
+            ),
         ]);
     }
     section

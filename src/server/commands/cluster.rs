@@ -10,8 +10,9 @@ use crate::protocol::{
 };
 use crate::server::Shared;
 
-/// The reply while a partition held here is loading or being handed off.
-pub const MOVING: &str = "TRYAGAIN the partition of this id is loading or moving; retry shortly";
+/// The reply while a partition held here is loading or being handed off,
+/// or its journal's Redis master does not answer (failing over).
+pub const MOVING: &str = "TRYAGAIN the partition of this id is loading or moving, or its Redis master does not answer; nothing was changed, retry shortly";
 
 /// The reply while no node holds the partition.
 pub const DOWN: &str =

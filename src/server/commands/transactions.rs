@@ -23,7 +23,7 @@
 //!   saying so beats a check that never fails.
 
 use super::{IoContext, dispatch};
-use crate::journal::{Ack, AckStatus};
+use crate::journal::Ack;
 use crate::protocol::{Command, CommandSpec, Flags, Request, write_error, write_simple};
 use crate::server::Shared;
 use crate::server::connection::{Deferred, Part, Pending, Session, Transaction};
@@ -156,7 +156,7 @@ pub(super) fn exec(
         reply: Pending::Array(parts),
     };
     let status = |ack| shared.engine.ack_status(ack);
-    if status(last) == AckStatus::Waiting {
+    if !deferred.is_settled(&status) {
         return Some(deferred);
     }
     deferred.write(out, &status);
