@@ -102,7 +102,14 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
             None => super::connect(shared, round.max(Duration::from_millis(100))).and_then(|r| {
                 let r = router.insert(r);
                 release(shared, r, &scripts, &mut to_release);
-                one_round(shared, engine, r, &scripts, &mut handoffs, &mut trusted_from)
+                one_round(
+                    shared,
+                    engine,
+                    r,
+                    &scripts,
+                    &mut handoffs,
+                    &mut trusted_from,
+                )
             }),
         };
         match result {
@@ -128,7 +135,12 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
 /// Gives back the leases of `partitions` (already dropped here), so that
 /// they are taken again, with a new epoch, and loaded from Redis. A release
 /// that fails leaves the lease to run out by itself.
-fn release(shared: &Shared, router: &mut Router, scripts: &Scripts, partitions: &mut Vec<(u16, u64)>) {
+fn release(
+    shared: &Shared,
+    router: &mut Router,
+    scripts: &Scripts,
+    partitions: &mut Vec<(u16, u64)>,
+) {
     let layout = shared.ownership.layout();
     for (p, e) in partitions.drain(..) {
         let _ = router.with(layout.slot(p), |con| {

@@ -423,7 +423,8 @@ impl Router {
         wait: Option<(u32, Duration)>,
     ) -> Vec<Answer> {
         let replies = self.query(commands);
-        let masters: Vec<Option<usize>> = commands.iter().map(|(s, _)| self.master_of(*s)).collect();
+        let masters: Vec<Option<usize>> =
+            commands.iter().map(|(s, _)| self.master_of(*s)).collect();
         let mut counts: BTreeMap<usize, Option<i64>> = BTreeMap::new();
         if let Some((n, timeout)) = wait {
             for (reply, master) in replies.iter().zip(&masters) {

@@ -178,7 +178,10 @@ pub(super) fn run(inner: &Inner, ownership: &Ownership) {
 }
 
 /// The router, connecting it first if needed.
-fn connected<'r>(inner: &Inner, router: &'r mut Option<Router>) -> redis::RedisResult<&'r mut Router> {
+fn connected<'r>(
+    inner: &Inner,
+    router: &'r mut Option<Router>,
+) -> redis::RedisResult<&'r mut Router> {
     if router.is_none() {
         let seed = inner.client.get_connection_info().clone();
         let connected = Router::connect(seed, inner.config.io_timeout, &[APPLY])?;
@@ -313,7 +316,10 @@ fn send(
         if ownership.journal_down(p) != !ok {
             ownership.set_journal_down(p, !ok);
             if ok {
-                tracing::info!(partition = p, "journal: the partition's Redis master answers again; accepting its writes");
+                tracing::info!(
+                    partition = p,
+                    "journal: the partition's Redis master answers again; accepting its writes"
+                );
             } else {
                 tracing::error!(
                     partition = p,
@@ -444,7 +450,11 @@ fn calls_of(
                 .arg(layout.epoch(partition))
                 .arg(layout.due(partition))
                 .arg(layout.dead(partition))
-                .arg(layout.stream(partition).unwrap_or_else(|| layout.due(partition)))
+                .arg(
+                    layout
+                        .stream(partition)
+                        .unwrap_or_else(|| layout.due(partition)),
+                )
                 .arg(epoch)
                 .arg(if undoable { "u" } else { "-" });
             calls.push(Call {
