@@ -2,7 +2,9 @@
 //! and real `timewheel serve --cluster` processes on free ports: slots as
 //! Redis computes them, routing through cluster clients, fencing, failover
 //! under `kill -9`, a `SIGSTOP` zombie, a fourth node joining, start-up
-//! errors.
+//! errors. The `kill -9`, zombie and join scenarios live in
+//! `tests/util/timewheel_cluster.rs`; `tests/rcluster.rs` runs them on a
+//! Redis Cluster too.
 //!
 //! Run with `cargo test --test cluster` (about two minutes; needs
 //! `redis-server` on PATH; the redis-py part is skipped without
@@ -12,84 +14,23 @@ mod util;
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use timewheel::cluster::scripts::Layout;
-use timewheel::cluster::slot::{Partitions, SLOTS, key_slot};
+use timewheel::cluster::slot::{Partitions, key_slot};
 use timewheel::cluster::{Held, Ownership};
 use timewheel::{Engine, Journal, JournalConfig, ScheduleError};
 use util::timewheel_cluster::{
-    Ledger, Outcome, Router, array, cluster_slots, info_field, load_client, slot_map, wait_stable,
+    LEASE_MS, PARTITIONS, STREAM, array, cluster_slots, fourth_node_takes_a_quarter, info_field,
+    kill9_loop, layout, partition_of, paused_node_cannot_write_after_its_lease, slot_map,
+    start_node, total_due, wait_stable,
 };
-use util::{RedisServer, Resp, RespConn, TimewheelServer, wait_until};
-
-const LEASE_MS: u64 = 1000;
-const PARTITIONS: u16 = 128;
-const STREAM: &str = "orders";
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn start_node(redis: &RedisServer, extra: &[&str]) -> TimewheelServer {
-    let lease = LEASE_MS.to_string();
-    let mut args = vec![
-        "--cluster",
-        "--redis",
-        redis.url().leak(),
-        "--lease-ms",
-        lease.leak(),
-        "--stream",
-        STREAM,
-    ];
-    args.extend_from_slice(extra);
-    TimewheelServer::start(&args)
-}
+use util::{RedisServer, Resp, RespConn, TimewheelServer, unix_ms, wait_until};
 
 fn due_key(id: &str) -> String {
-    let p = Partitions::new(PARTITIONS as u32)
-        .unwrap()
-        .of_key(id.as_bytes());
-    Layout::new("tw:", Some(STREAM)).due(p)
-}
-
-/// Every entry of every partition stream: (id, deadline_ms, fired_ms, epoch).
-fn stream_entries(redis: &RedisServer) -> Vec<(String, u64, u64, u64)> {
-    let layout = Layout::new("tw:", Some(STREAM));
-    let mut out = Vec::new();
-    for p in 0..PARTITIONS {
-        let reply = redis.cmd(&["XRANGE", &layout.stream(p).unwrap(), "-", "+"]);
-        for entry in array(&reply) {
-            let fields = array(&array(entry)[1]);
-            let mut map = HashMap::new();
-            for pair in fields.chunks(2) {
-                map.insert(
-                    pair[0].as_str().unwrap().to_string(),
-                    pair[1].as_str().unwrap().to_string(),
-                );
-            }
-            out.push((
-                map["id"].clone(),
-                map["deadline_ms"].parse().unwrap(),
-                map["fired_ms"].parse().unwrap(),
-                map["epoch"].parse().unwrap(),
-            ));
-        }
-    }
-    out
-}
-
-fn total_due(redis: &RedisServer) -> i64 {
-    let layout = Layout::new("tw:", None);
-    (0..PARTITIONS)
-        .map(|p| redis.cmd(&["ZCARD", &layout.due(p)]).as_int().unwrap())
-        .sum()
+    layout().due(partition_of(id))
 }
 
 #[test]
@@ -407,243 +348,17 @@ fn python_redis_available() -> bool {
 
 #[test]
 fn kill9_loop_loses_nothing_and_fires_each_order_once() {
-    const KILLS: usize = 20;
-    let redis = RedisServer::start();
-    let mut nodes: Vec<TimewheelServer> = (0..3).map(|_| start_node(&redis, &[])).collect();
-    let ports = |nodes: &[TimewheelServer]| nodes.iter().map(|n| n.port()).collect::<Vec<_>>();
-    wait_stable(&ports(&nodes), Duration::from_secs(20));
-    let seeds = Arc::new(Mutex::new(ports(&nodes)));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..3)
-        .map(|n| {
-            let (seeds, stop) = (seeds.clone(), stop.clone());
-            thread::spawn(move || load_client(n, seeds, stop))
-        })
-        .collect();
-    let mut rng = fastrand::Rng::with_seed(1414);
-    let mut takeovers = Vec::new();
-    for _ in 0..KILLS {
-        thread::sleep(Duration::from_millis(rng.u64(200..700)));
-        let victim = rng.usize(..nodes.len());
-        let mut dead = nodes.remove(victim);
-        dead.kill9();
-        let killed = Instant::now();
-        let survivors = ports(&nodes);
-        *seeds.lock().unwrap() = survivors.clone();
-        // Taken over: a survivor's table covers every slot with survivors.
-        wait_until("survivors own every slot", Duration::from_secs(10), || {
-            cluster_slots(survivors[0]).is_some_and(|r| slot_map(&r, &survivors).is_some())
-        });
-        takeovers.push(killed.elapsed());
-        nodes.push(start_node(&redis, &[]));
-        seeds.lock().unwrap().push(nodes.last().unwrap().port());
-        wait_stable(&ports(&nodes), Duration::from_secs(20));
-    }
-    stop.store(true, Ordering::Relaxed);
-    let ledger = Ledger::merged(clients.into_iter().map(|c| c.join().unwrap()));
-    // Everything due has fired and left the due sets.
-    wait_until("every due set is empty", Duration::from_secs(30), || {
-        total_due(&redis) == 0
-    });
-    let entries = stream_entries(&redis);
-    let expected = ledger.check_streams(
-        entries
-            .iter()
-            .map(|(id, deadline, fired, _)| (id.as_str(), *deadline, *fired)),
-    );
-    takeovers.sort();
-    let p50 = takeovers[takeovers.len() / 2];
-    let max = *takeovers.last().unwrap();
-    eprintln!(
-        "kill -9 x{KILLS}: acked adds {}, cancelled {}, unknown adds {}, unknown cancels {}, \
-         fired {} (expected at least {expected}); takeover p50 {p50:?} max {max:?} (lease {LEASE_MS} ms)",
-        ledger.added.len(),
-        ledger.cancelled.len(),
-        ledger.maybe_added.len(),
-        ledger.maybe_cancelled.len(),
-        entries.len(),
-    );
-    assert!(
-        ledger.added.len() > 1000,
-        "too little load: {}",
-        ledger.added.len()
-    );
-    eprintln!("takeover times: {takeovers:?}");
-    // The target is lease + 2 s (docs/benchmarks.md measures it on a quiet
-    // machine); this machine's cores are shared, so the bound on the worst
-    // case here is looser.
-    assert!(
-        p50 <= Duration::from_millis(LEASE_MS + 2000),
-        "takeover p50 {p50:?}, more than lease + 2 s"
-    );
-    assert!(
-        max <= Duration::from_millis(LEASE_MS + 6000),
-        "takeover took {max:?}, more than lease + 6 s"
-    );
+    kill9_loop(&RedisServer::start(), 20);
 }
 
 #[test]
 fn a_paused_node_cannot_write_after_its_lease_and_redirects() {
-    let redis = RedisServer::start();
-    let nodes: Vec<TimewheelServer> = (0..3).map(|_| start_node(&redis, &[])).collect();
-    let ports: Vec<u16> = nodes.iter().map(|n| n.port()).collect();
-    let map = wait_stable(&ports, Duration::from_secs(20));
-    let zombie = &nodes[0];
-    let owned_by_zombie = |prefix: &str| -> Vec<String> {
-        (0..)
-            .map(|i| format!("{prefix}:{i}"))
-            .filter(|id| map[key_slot(id.as_bytes()) as usize] == zombie.port())
-            .take(20)
-            .collect()
-    };
-    let firing = owned_by_zombie("zf");
-    let late = owned_by_zombie("zl");
-    let layout = Layout::new("tw:", Some(STREAM));
-    let partitions = Partitions::new(PARTITIONS as u32).unwrap();
-    let epoch_of = |id: &str| -> u64 {
-        let p = partitions.of_key(id.as_bytes());
-        redis
-            .cmd(&["GET", &layout.epoch(p)])
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let epochs_before: Vec<u64> = firing.iter().map(|id| epoch_of(id)).collect();
-    let mut conn = zombie.conn();
-    for id in &firing {
-        assert!(conn.cmd(&["ADD", id, "1500"]).as_int().is_some());
-    }
-
-    let signal = |sig: &str| {
-        assert!(
-            Command::new("kill")
-                .args([sig, &zombie.pid().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal("-STOP");
-    let stopped = Instant::now();
-    // Writes sent to the paused node wait in its socket.
-    let mut pending = zombie.conn();
-    for id in &late {
-        pending.send(&["ADD", id, "60000"]);
-    }
-    let survivors = &ports[1..];
-    wait_until(
-        "survivors take the zombie's partitions",
-        Duration::from_secs(10),
-        || cluster_slots(survivors[0]).is_some_and(|r| slot_map(&r, survivors).is_some()),
-    );
-    // Twice the lease, and long enough for the survivors to fire what was due.
-    thread::sleep(Duration::from_millis(2 * LEASE_MS).saturating_sub(stopped.elapsed()));
-    wait_until(
-        "the zombie's due orders fire on survivors",
-        Duration::from_secs(10),
-        || stream_entries(&redis).len() >= firing.len(),
-    );
-    signal("-CONT");
-
-    for id in &late {
-        let reply = pending.read_reply();
-        let text = format!("{reply:?}");
-        assert!(
-            reply.is_error()
-                && (text.contains("TRYAGAIN")
-                    || text.contains("MOVED")
-                    || text.contains("CLUSTERDOWN")),
-            "{id}: the zombie answered {reply:?}"
-        );
-    }
-    // It redirects once it has looked at the lease table.
-    let id = &late[0];
-    let slot = key_slot(id.as_bytes());
-    wait_until(
-        "the zombie redirects",
-        Duration::from_secs(5),
-        || matches!(zombie.conn().cmd(&["ADD", id, "60000"]), Resp::Error(e) if e.starts_with(&format!("MOVED {slot} "))),
-    );
-    thread::sleep(Duration::from_millis(500));
-    for id in &late {
-        assert_eq!(
-            redis.cmd(&["ZSCORE", &due_key(id), id]),
-            Resp::nil(),
-            "{id} reached Redis"
-        );
-    }
-    let entries = stream_entries(&redis);
-    for (id, before) in firing.iter().zip(&epochs_before) {
-        let found: Vec<_> = entries.iter().filter(|e| &e.0 == id).collect();
-        assert_eq!(found.len(), 1, "{id}: {found:?}");
-        assert!(
-            found[0].3 > *before,
-            "{id} moved into the stream by the zombie: {found:?}"
-        );
-    }
-    assert!(
-        ["leases ran out", "leases lost", "fenced off"]
-            .iter()
-            .any(|m| zombie.log().contains(m)),
-        "{}",
-        zombie.log()
-    );
+    paused_node_cannot_write_after_its_lease(&RedisServer::start());
 }
 
 #[test]
 fn a_fourth_node_takes_a_quarter_and_nothing_is_lost() {
-    let redis = RedisServer::start();
-    let mut nodes: Vec<TimewheelServer> = (0..3).map(|_| start_node(&redis, &[])).collect();
-    let ports = |nodes: &[TimewheelServer]| nodes.iter().map(|n| n.port()).collect::<Vec<_>>();
-    wait_stable(&ports(&nodes), Duration::from_secs(20));
-    let seeds = Arc::new(Mutex::new(ports(&nodes)));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (seeds, stop) = (seeds.clone(), stop.clone());
-        thread::spawn(move || {
-            let mut router = Router::new(seeds);
-            let mut acked = Vec::new();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let id = format!("j:{i}");
-                match router.call(&["ADD", &id, "600000"]) {
-                    Outcome::Done(_) => acked.push(id),
-                    Outcome::Unknown => panic!("{id}: no node died, yet the answer was lost"),
-                }
-            }
-            acked
-        })
-    };
-    thread::sleep(Duration::from_millis(500));
-    nodes.push(start_node(&redis, &[]));
-    seeds.lock().unwrap().push(nodes[3].port());
-    let map = wait_stable(&ports(&nodes), Duration::from_secs(20));
-    thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let acked = writer.join().unwrap();
-    let width = SLOTS as usize / PARTITIONS as usize;
-    let share = map
-        .chunks(width)
-        .filter(|c| c[0] == nodes[3].port())
-        .count();
-    assert!(
-        (20..=44).contains(&share),
-        "the fourth node owns {share} of 128 partitions"
-    );
-    let counted: i64 = nodes
-        .iter()
-        .map(|n| n.conn().cmd(&["COUNT"]).as_int().unwrap())
-        .sum();
-    assert_eq!(counted, acked.len() as i64, "pending timers over all nodes");
-    assert_eq!(total_due(&redis), acked.len() as i64);
-    for id in &acked {
-        let port = map[key_slot(id.as_bytes()) as usize];
-        let left = RespConn::connect(port).cmd(&["PTTL", id]).as_int().unwrap();
-        assert!(left > 0, "{id} missing on its owner {port}");
-    }
-    assert!(acked.len() > 100, "too little load: {}", acked.len());
+    fourth_node_takes_a_quarter(&RedisServer::start());
 }
 
 #[test]

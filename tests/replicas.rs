@@ -12,51 +12,9 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use timewheel::cluster::scripts::Layout;
-use timewheel::cluster::slot::Partitions;
 use util::redis_cluster::RedisCluster;
-use util::timewheel_cluster::{PARTITIONS, array, info_field, wait_stable};
+use util::timewheel_cluster::{STREAM, info_field, layout, partition_of, wait_stable};
 use util::{Resp, RespConn, TimewheelServer};
-
-const STREAM: &str = "orders";
-
-fn layout() -> Layout {
-    Layout::new("tw:", Some(STREAM))
-}
-
-fn partition_of(id: &str) -> u16 {
-    Partitions::new(PARTITIONS as u32)
-        .unwrap()
-        .of_key(id.as_bytes())
-}
-
-/// The port of the replica of `master` (`ROLE`).
-fn replica_of(cluster: &RedisCluster, master: u16) -> u16 {
-    let role = cluster.cmd_at(master, &["ROLE"]);
-    let replicas = array(&array(&role)[2]);
-    let first = array(&replicas[0]);
-    first[1].as_str().unwrap().parse().unwrap()
-}
-
-/// `INFO server`'s `process_id` of the Redis node at `port`.
-fn pid_of(cluster: &RedisCluster, port: u16) -> i32 {
-    let info = cluster.cmd_at(port, &["INFO", "server"]);
-    let text = info.as_str().unwrap().to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn signal(pid: i32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
-}
 
 /// An id whose partition's slot is (`on = true`) or is not on `master`.
 fn id_on(cluster: &RedisCluster, master: u16, on: bool, tag: &str) -> String {
@@ -112,9 +70,8 @@ fn writes_a_replica_did_not_confirm_are_undone_and_the_other_masters_go_on() {
     let kept_score = score(&cluster, &kept).expect("kept is journaled");
 
     // The replica of that master stops: its writes cannot be confirmed.
-    let replica = replica_of(&cluster, victim);
-    let pid = pid_of(&cluster, replica);
-    signal(pid, "STOP");
+    let replica = cluster.replica_of(victim);
+    cluster.signal(replica, "STOP");
     let stopped = Instant::now();
 
     // A new order and a cancel on the victim's partitions: refused.
@@ -142,7 +99,7 @@ fn writes_a_replica_did_not_confirm_are_undone_and_the_other_masters_go_on() {
 
     // Nothing changed in memory either, once the partition is loaded again
     // (it is not served while its master lacks a replica).
-    signal(pid, "CONT");
+    cluster.signal(replica, "CONT");
     let resumed = loop {
         let reply = con.cmd(&["PTTL", &kept]);
         if let Resp::Integer(ms) = reply {

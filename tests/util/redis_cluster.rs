@@ -203,6 +203,35 @@ impl RedisCluster {
         out
     }
 
+    /// Waits until every live node's `CLUSTER SLOTS` names the same
+    /// masters for the same ranges (news of a failover or of a moved slot
+    /// reaches the other nodes through the cluster bus).
+    pub fn wait_agreed(&self) {
+        let view = |port: u16| -> Option<Vec<(i64, i64, i64)>> {
+            let Some(Resp::Array(Some(ranges))) = cmd(port, &["CLUSTER", "SLOTS"]) else {
+                return None;
+            };
+            let mut out: Vec<(i64, i64, i64)> = ranges
+                .iter()
+                .filter_map(|range| match range {
+                    Resp::Array(Some(r)) => match &r[2] {
+                        Resp::Array(Some(node)) => {
+                            Some((r[0].as_int()?, r[1].as_int()?, node[1].as_int()?))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            out.sort();
+            Some(out)
+        };
+        wait_for("every node to agree on the slot map", || {
+            let views: Vec<_> = self.live_ports().into_iter().map(view).collect();
+            views.iter().all(|v| v.is_some() && *v == views[0])
+        });
+    }
+
     /// The port of the live master serving `slot`.
     pub fn master_of(&self, slot: u16) -> u16 {
         self.masters()
@@ -234,24 +263,117 @@ impl RedisCluster {
         assert!(status.success(), "kill -{signal} {pid}: {status}");
     }
 
-    /// The node id of the node at `port` (`CLUSTER MYID`).
+    /// `CLUSTER MYID` of the node at `port`.
     pub fn node_id(&self, port: u16) -> String {
         let reply = self.cmd_at(port, &["CLUSTER", "MYID"]);
         reply
             .as_str()
-            .unwrap_or_else(|| panic!("CLUSTER MYID on {port}: {reply:?}"))
+            .unwrap_or_else(|| panic!("CLUSTER MYID of {port}: {reply:?}"))
             .to_string()
     }
 
-    /// The port of the replica of the master at `master` (`slave0:` of
-    /// `INFO replication`).
+    /// The port of the replica of the master at `master`, by `CLUSTER NODES`.
     pub fn replica_of(&self, master: u16) -> u16 {
-        let info = info_text(master, "INFO", "replication").expect("the master answers");
-        info.lines()
-            .find_map(|l| l.strip_prefix("slave0:"))
-            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("port=")))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no replica in INFO replication of {master}: {info}"))
+        let id = self.node_id(master);
+        let nodes = self.cmd_at(master, &["CLUSTER", "NODES"]);
+        let text = nodes.as_str().expect("CLUSTER NODES text");
+        // <id> <ip:port@bus> <flags> <master id> ...
+        text.lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f[2].contains("slave") && f[3] == id && !f[2].contains("fail"))
+            .and_then(|f| f[1].split('@').next()?.rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no live replica of {master} ({id}) in\n{text}"))
+    }
+
+    /// The first element of `ROLE` on `port` (`master` or `slave`), `None`
+    /// if it does not answer.
+    pub fn role(&self, port: u16) -> Option<String> {
+        match cmd(port, &["ROLE"])? {
+            Resp::Array(Some(items)) => items.first()?.as_str().map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// `redis-cli --cluster reshard` of `slots` slots from the master at
+    /// `from` to the master at `to`; panics with redis-cli's output if it
+    /// fails.
+    pub fn reshard(&self, from: u16, to: u16, slots: u16) {
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster reshard");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Moves `slot` from the master at `from` to the master at `to` by the
+    /// manual steps of the Redis Cluster specification (`SETSLOT IMPORTING`
+    /// / `MIGRATING`, `MIGRATE ... KEYS`, `SETSLOT NODE`), holding it for
+    /// `hold` with half of its keys moved: meanwhile the source answers
+    /// `-ASK` for the moved keys and `-TRYAGAIN` for a call touching both
+    /// halves. Returns the keys moved before and after the hold.
+    pub fn migrate_slot_slowly(
+        &self,
+        slot: u16,
+        from: u16,
+        to: u16,
+        hold: Duration,
+    ) -> (Vec<String>, Vec<String>) {
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let slot_s = slot.to_string();
+        let ok = |port: u16, args: &[&str]| {
+            let reply = self.cmd_at(port, args);
+            assert!(
+                reply == Resp::ok() || reply == Resp::simple("NOKEY"),
+                "{args:?} on {port}: {reply:?}"
+            );
+        };
+        ok(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &to_id]);
+        let keys = |port: u16| -> Vec<String> {
+            let reply = self.cmd_at(port, &["CLUSTER", "GETKEYSINSLOT", &slot_s, "1000"]);
+            let Resp::Array(Some(keys)) = reply else {
+                panic!("CLUSTER GETKEYSINSLOT {slot} on {port}: {reply:?}");
+            };
+            let mut keys: Vec<String> = keys
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string())
+                .collect();
+            keys.sort();
+            keys
+        };
+        let migrate = |keys: &[String]| {
+            if keys.is_empty() {
+                return;
+            }
+            let port = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            ok(from, &args);
+        };
+        let before = keys(from);
+        let first = &before[..before.len() / 2];
+        migrate(first);
+        thread::sleep(hold);
+        let rest = keys(from);
+        migrate(&rest);
+        // The destination first, then the source, then everyone else.
+        ok(to, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+        for (master, _) in self.masters() {
+            if master != from && master != to {
+                ok(master, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+            }
+        }
+        (first.to_vec(), rest)
     }
 
     /// `kill -9` of the node at `port`.
