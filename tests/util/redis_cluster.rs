@@ -272,17 +272,28 @@ impl RedisCluster {
             .to_string()
     }
 
-    /// The port of the replica of the master at `master`, by `CLUSTER NODES`.
+    /// The port of the replica of the master at `master`: `slave0:` of the
+    /// master's `INFO replication`, waiting (up to [`FORM_TIMEOUT`]) until
+    /// a replica is online there.
     pub fn replica_of(&self, master: u16) -> u16 {
-        let id = self.node_id(master);
-        let nodes = self.cmd_at(master, &["CLUSTER", "NODES"]);
-        let text = nodes.as_str().expect("CLUSTER NODES text");
-        // <id> <ip:port@bus> <flags> <master id> ...
-        text.lines()
-            .map(|l| l.split(' ').collect::<Vec<_>>())
-            .find(|f| f[2].contains("slave") && f[3] == id && !f[2].contains("fail"))
-            .and_then(|f| f[1].split('@').next()?.rsplit(':').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no live replica of {master} ({id}) in\n{text}"))
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            let info = info_text(master, "INFO", "replication").unwrap_or_default();
+            let replica = info
+                .lines()
+                .find_map(|l| l.strip_prefix("slave0:"))
+                .filter(|l| l.contains("state=online"))
+                .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("port=")))
+                .and_then(|p| p.parse().ok());
+            if let Some(port) = replica {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica online in INFO replication of {master}: {info}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The first element of `ROLE` on `port` (`master` or `slave`), `None`
