@@ -177,7 +177,12 @@ fn partitions_are_journaled_on_the_master_of_their_slot() {
 #[test]
 fn a_redis_master_killed_under_load_loses_nothing_and_service_resumes() {
     let mut cluster = RedisCluster::start();
-    let (nodes, ports) = three_nodes(&cluster);
+    // A write is acknowledged only once the master's replica has it.
+    let nodes: Vec<TimewheelServer> = (0..3)
+        .map(|_| start_node(&cluster, &["--journal-replicas", "1"]))
+        .collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port()).collect();
+    wait_stable(&ports, Duration::from_secs(30));
     let load = Load::start(&ports, 3);
     thread::sleep(Duration::from_secs(2));
 
@@ -198,6 +203,11 @@ fn a_redis_master_killed_under_load_loses_nothing_and_service_resumes() {
     let killed = Instant::now();
     cluster.wait_recovered();
     let promoted = killed.elapsed();
+    // The promoted replica has no replica of its own: its partitions are
+    // not served (`--journal-replicas 1`) until the dead master comes back,
+    // as its replica.
+    cluster.restart(victim);
+    let restarted = killed.elapsed();
 
     // Service resumes by itself: an ADD into a partition the dead master
     // held is acknowledged, through any node.
@@ -215,10 +225,31 @@ fn a_redis_master_killed_under_load_loses_nothing_and_service_resumes() {
     thread::sleep(Duration::from_secs(2));
     let ledger = load.finish();
     let fired = check_fired(&cluster, &ledger);
+    // The other masters' partitions were written throughout.
+    let others: Vec<u16> = (0..PARTITIONS)
+        .filter(|p| !victim_partitions.contains(p))
+        .collect();
+    let refused = ledger.longest_refusal(&others);
+    let slowest = ledger.slowest_ack(&others, killed);
+    let slowest_wait = slowest.map(|(_, waited)| waited);
     eprintln!(
-        "redis master kill -9: replica promoted after {promoted:?}, writes to its partitions \
-         acknowledged again after {resumed:?}; {}",
+        "redis master kill -9 (--journal-replicas 1): replica promoted after {promoted:?}, \
+         old master back as its replica after {restarted:?}, writes to its partitions \
+         acknowledged again after {resumed:?}; other partitions: longest refusal {refused:?}, \
+         slowest ack {slowest_wait:?}; not replicated (undone) {}; {}",
+        ports
+            .iter()
+            .map(|&p| info_field(p, "journal_not_replicated_total").unwrap())
+            .sum::<u64>(),
         ledger_line(&ledger, fired)
+    );
+    assert!(
+        refused.is_none_or(|r| r.lasted < Duration::from_secs(3)),
+        "the other masters' partitions were refused: {refused:?}"
+    );
+    assert!(
+        slowest.is_none_or(|(_, waited)| waited < Duration::from_secs(3)),
+        "the other masters' partitions were held up: {slowest:?}"
     );
     assert!(
         ledger.added.len() > 500,

@@ -400,6 +400,24 @@ impl RedisCluster {
         }
     }
 
+    /// Starts the node at `port` again after [`RedisCluster::kill9`], with
+    /// its directory (`nodes.conf`, AOF): a master whose replica was
+    /// promoted meanwhile comes back as that replica's replica.
+    pub fn restart(&mut self, port: u16) {
+        let binary = find_on_path("redis-server").expect("redis-server on PATH");
+        let child = self.spawn(&binary, port);
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        assert!(node.child.is_none(), "node {port} is running");
+        node.child = Some(child);
+        wait_for(&format!("node {port} to answer PING"), || {
+            cmd(port, &["PING"]) == Some(Resp::simple("PONG"))
+        });
+    }
+
     /// Waits until every slot is served by a live master again and every
     /// live node says `cluster_state:ok` (after a failover).
     pub fn wait_recovered(&self) {
