@@ -282,6 +282,64 @@ fn a_redis_master_killed_under_load_loses_nothing_and_service_resumes() {
 }
 
 #[test]
+fn a_paused_redis_master_holds_up_only_its_own_partitions() {
+    let cluster = RedisCluster::start();
+    // A master that accepts connections but does not answer costs the
+    // writer one I/O timeout, then a connection attempt of at most that
+    // long every backoff (at most 1 s).
+    let nodes: Vec<TimewheelServer> = (0..3)
+        .map(|_| start_node(&cluster, &["--redis-timeout-ms", "500"]))
+        .collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port()).collect();
+    wait_stable(&ports, Duration::from_secs(30));
+    let load = Load::start(&ports, 3);
+    thread::sleep(Duration::from_secs(2));
+
+    // Not the master of the cluster keys: membership goes on.
+    let layout = layout();
+    let victim = cluster
+        .masters()
+        .into_keys()
+        .find(|&m| m != cluster.master_of(layout.cluster_slot()))
+        .unwrap();
+    let victim_partitions = partitions_on(&cluster, victim);
+    cluster.signal(victim, "STOP");
+    let paused = Instant::now();
+    // Shorter than cluster-node-timeout (2 s) plus the election: no
+    // failover, the master comes back as it was.
+    thread::sleep(Duration::from_millis(1500));
+    cluster.signal(victim, "CONT");
+    thread::sleep(Duration::from_secs(4));
+    let ledger = load.finish();
+    let fired = check_fired(&cluster, &ledger);
+    let others: Vec<u16> = (0..PARTITIONS)
+        .filter(|p| !victim_partitions.contains(p))
+        .collect();
+    let refused = ledger.longest_refusal(&others);
+    let slowest = ledger.slowest_ack(&others, paused).map(|(_, w)| w);
+    let own = ledger.longest_refusal(&victim_partitions).map(|r| r.lasted);
+    eprintln!(
+        "redis master SIGSTOP for 1.5 s: other partitions: longest refusal {refused:?}, slowest \
+         ack {slowest:?}; its own partitions refused for {own:?}; {}",
+        ledger_line(&ledger, fired)
+    );
+    assert!(
+        refused.is_none_or(|r| r.lasted < Duration::from_secs(3)),
+        "the other masters' partitions were refused: {refused:?}"
+    );
+    assert!(
+        slowest.is_none_or(|w| w < Duration::from_secs(3)),
+        "the other masters' partitions were held up: {slowest:?}"
+    );
+    assert!(
+        ledger.added.len() > 500,
+        "too little load: {}",
+        ledger.added.len()
+    );
+    drop(nodes);
+}
+
+#[test]
 fn a_planned_switchover_under_load_loses_nothing_and_refuses_writes_briefly() {
     let cluster = RedisCluster::start();
     let (nodes, ports) = three_nodes(&cluster);

@@ -997,19 +997,28 @@ fn unserved(slot: u16) -> RedisError {
     ))
 }
 
+/// How long a new connection's own round trips (connect, `PING`, `SCRIPT
+/// LOAD`) may take at most: retrying a master that accepts connections but
+/// does not answer (paused, cut off) then holds up a turn this long, not a
+/// whole I/O timeout.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
 fn open(
     info: &ConnectionInfo,
     io_timeout: Duration,
     scripts: &[Script],
 ) -> RedisResult<redis::Connection> {
+    let handshake = io_timeout.min(HANDSHAKE_TIMEOUT);
     let client = redis::Client::open(info.clone())?;
-    let mut con = client.get_connection_with_timeout(io_timeout)?;
-    con.set_read_timeout(Some(io_timeout))?;
-    con.set_write_timeout(Some(io_timeout))?;
+    let mut con = client.get_connection_with_timeout(handshake)?;
+    con.set_read_timeout(Some(handshake))?;
+    con.set_write_timeout(Some(handshake))?;
     redis::cmd("PING").query::<()>(&mut con)?;
     for script in scripts {
         script.load(&mut con)?;
     }
+    con.set_read_timeout(Some(io_timeout))?;
+    con.set_write_timeout(Some(io_timeout))?;
     Ok(con)
 }
 
