@@ -374,6 +374,13 @@ impl Wheel {
         out
     }
 
+    /// Calls `each` with the deadline of every pending timer, in no
+    /// particular order, in O(capacity) sequential reads (see
+    /// `slab.rs`); ids are never read.
+    pub fn for_each_deadline(&self, each: impl FnMut(u64)) {
+        self.entries.for_each_deadline(each);
+    }
+
     /// Approximate heap bytes held, for memory accounting (ids longer than
     /// the inline capacity add their own allocation).
     pub fn heap_bytes(&self) -> usize {

@@ -132,6 +132,27 @@ impl Slab {
         (chunk, offset)
     }
 
+    /// Calls `each` with the deadline of every pending entry, in handle
+    /// order. Reads the deadline arrays front to back and finds the free
+    /// handles in the free list, so the entries themselves (four times the
+    /// bytes) are never read: a census of a large wheel is a sequential
+    /// scan the prefetcher keeps ahead of, not a chase of slot lists.
+    pub fn for_each_deadline(&self, mut each: impl FnMut(u64)) {
+        let capacity = self.deadlines.iter().map(Vec::len).sum::<usize>();
+        let mut free = vec![0u64; capacity.div_ceil(64)];
+        for &handle in &self.free {
+            free[handle as usize / 64] |= 1 << (handle % 64);
+        }
+        for (chunk, deadlines) in self.deadlines.iter().enumerate() {
+            for (offset, &deadline_ms) in deadlines.iter().enumerate() {
+                let handle = chunk * CHUNK + offset;
+                if free[handle / 64] & (1 << (handle % 64)) == 0 {
+                    each(deadline_ms);
+                }
+            }
+        }
+    }
+
     /// Bytes held by the slab, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.chunks.len() * CHUNK * (size_of::<Entry>() + size_of::<u64>())
@@ -171,6 +192,21 @@ mod tests {
         assert_eq!(slab.insert(id(99), 99), handles[5]);
         assert_eq!(slab.deadline(handles[5]), 99);
         assert_eq!(slab.id(handles[5]), &id(99));
+    }
+
+    #[test]
+    fn for_each_deadline_skips_free_handles() {
+        let mut slab = Slab::default();
+        let handles: Vec<u32> = (0..(2 * CHUNK as u64 + 5))
+            .map(|n| slab.insert(id(n), n))
+            .collect();
+        for &h in handles.iter().step_by(3) {
+            slab.remove(h);
+        }
+        let mut seen = Vec::new();
+        slab.for_each_deadline(|d| seen.push(d));
+        let expected: Vec<u64> = (0..(2 * CHUNK as u64 + 5)).filter(|n| n % 3 != 0).collect();
+        assert_eq!(seen, expected);
     }
 
     #[test]
