@@ -194,10 +194,11 @@ fn rendered_dom(browser: &std::path::Path, url: &str) -> String {
 
 /// The text of the element with `id="ID"`, which holds text only.
 fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
-    let start = format!("id=\"{id}\">");
+    let start = format!("id=\"{id}\"");
     dom.split(&start)
         .nth(1)
-        .and_then(|rest| rest.split('<').next())
+        .and_then(|rest| rest.split_once('>'))
+        .and_then(|(_, rest)| rest.split('<').next())
         .unwrap_or_else(|| panic!("no element {id} in the page:\n{dom}"))
 }
 
