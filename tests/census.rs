@@ -24,7 +24,12 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     // Offsets near every tier's edges, and anywhere within two days.
-    let edge = prop_oneof![Just(SECOND_MS), Just(MINUTE_MS), Just(HOUR_MS), Just(DAY_MS)];
+    let edge = prop_oneof![
+        Just(SECOND_MS),
+        Just(MINUTE_MS),
+        Just(HOUR_MS),
+        Just(DAY_MS)
+    ];
     let near_edge = (edge, 1..4i64, -2..3i64).prop_map(|(edge, k, d)| edge as i64 * k + d);
     let offset = prop_oneof![-5_000..2 * DAY_MS as i64, near_edge, -3..3i64];
     prop_oneof![
@@ -136,7 +141,12 @@ fn counts_what_is_in_flight_and_what_waits_for_a_retry() {
             }
         })
         .unwrap();
-    for (id, delay_ms) in [("fail-1", 10), ("fail-2", 10), ("ok-1", 10), ("later", 5_000)] {
+    for (id, delay_ms) in [
+        ("fail-1", 10),
+        ("fail-2", 10),
+        ("ok-1", 10),
+        ("later", 5_000),
+    ] {
         engine
             .schedule(id, Duration::from_millis(delay_ms))
             .unwrap()

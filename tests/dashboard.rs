@@ -72,7 +72,10 @@ fn http(addr: &str, request: &str) -> String {
 }
 
 fn get(addr: &str, path: &str) -> String {
-    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"))
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    )
 }
 
 fn body(reply: &str) -> &str {
@@ -101,7 +104,10 @@ fn due_json_counts_known_timers_in_their_buckets() {
     let (_server, addr, deadlines) = start();
     let reply = get(&addr, "/due.json");
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
-    assert!(reply.contains("Content-Type: application/json\r\n"), "{reply}");
+    assert!(
+        reply.contains("Content-Type: application/json\r\n"),
+        "{reply}"
+    );
     assert!(reply.contains("Cache-Control: no-store\r\n"), "{reply}");
     assert!(!reply.contains(SECRET), "an id in /due.json:\n{reply}");
     let json: Value = serde_json::from_str(body(&reply)).expect("due.json is JSON");
@@ -143,15 +149,23 @@ fn due_json_counts_known_timers_in_their_buckets() {
     assert!(get(&addr, "/due.json?x=1").starts_with("HTTP/1.1 200 OK"));
     assert!(get(&addr, "/nope").starts_with("HTTP/1.1 404"));
     assert!(get(&addr, "/../metrics").starts_with("HTTP/1.1 404"));
-    let post = http(&addr, "POST /due.json HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    let post = http(
+        &addr,
+        "POST /due.json HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    );
     assert!(post.starts_with("HTTP/1.1 405"), "{post}");
 }
 
 /// A browser on this machine, if there is one.
 fn chromium() -> Option<std::path::PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
-        .iter()
-        .find_map(|name| find_on_path(name))
+    [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ]
+    .iter()
+    .find_map(|name| find_on_path(name))
 }
 
 /// The page as a headless browser leaves it after three seconds of
@@ -205,9 +219,7 @@ fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
 #[test]
 fn the_page_renders_the_figures_in_a_browser() {
     let Some(browser) = chromium() else {
-        eprintln!(
-            "skipped: no chromium on PATH (apt-get install chromium; .ci/run installs it)"
-        );
+        eprintln!("skipped: no chromium on PATH (apt-get install chromium; .ci/run installs it)");
         return;
     };
     let (_server, addr, _) = start();
@@ -219,7 +231,10 @@ fn the_page_renders_the_figures_in_a_browser() {
     assert_eq!(text_of(&dom, "retrying"), "0");
     assert_eq!(text_of(&dom, "dead"), "0");
     assert_eq!(text_of(&dom, "journal"), "off");
-    assert_eq!(text_of(&dom, "pending-sub"), "2 timers due in more than 24 h");
+    assert_eq!(
+        text_of(&dom, "pending-sub"),
+        "2 timers due in more than 24 h"
+    );
     assert!(
         text_of(&dom, "status").starts_with("updated "),
         "{}",
