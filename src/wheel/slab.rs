@@ -132,25 +132,19 @@ impl Slab {
         (chunk, offset)
     }
 
-    /// Calls `each` with the deadline of every pending entry, in handle
-    /// order. Reads the deadline arrays front to back and finds the free
-    /// handles in the free list, so the entries themselves (four times the
-    /// bytes) are never read: a census of a large wheel is a sequential
-    /// scan the prefetcher keeps ahead of, not a chase of slot lists.
-    pub fn for_each_deadline(&self, mut each: impl FnMut(u64)) {
-        let capacity = self.deadlines.iter().map(Vec::len).sum::<usize>();
-        let mut free = vec![0u64; capacity.div_ceil(64)];
-        for &handle in &self.free {
-            free[handle as usize / 64] |= 1 << (handle % 64);
+    /// Copies the deadline of every handle, free ones included (stale),
+    /// into `deadlines`, and the free handles into `free`, replacing what
+    /// they held. Chunk by chunk memcpy, and the entries themselves (four
+    /// times the bytes) are never read: a caller holding a lock holds it
+    /// for this copy only, and sorts pending from free after releasing it
+    /// ([`super::Deadlines`]).
+    pub fn copy_deadlines(&self, deadlines: &mut Vec<u64>, free: &mut Vec<u32>) {
+        deadlines.clear();
+        for chunk in &self.deadlines {
+            deadlines.extend_from_slice(chunk);
         }
-        for (chunk, deadlines) in self.deadlines.iter().enumerate() {
-            for (offset, &deadline_ms) in deadlines.iter().enumerate() {
-                let handle = chunk * CHUNK + offset;
-                if free[handle / 64] & (1 << (handle % 64)) == 0 {
-                    each(deadline_ms);
-                }
-            }
-        }
+        free.clear();
+        free.extend_from_slice(&self.free);
     }
 
     /// Bytes held by the slab, for memory accounting.
@@ -195,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn for_each_deadline_skips_free_handles() {
+    fn copy_deadlines_copies_every_handle_and_the_free_list() {
         let mut slab = Slab::default();
         let handles: Vec<u32> = (0..(2 * CHUNK as u64 + 5))
             .map(|n| slab.insert(id(n), n))
@@ -203,10 +197,10 @@ mod tests {
         for &h in handles.iter().step_by(3) {
             slab.remove(h);
         }
-        let mut seen = Vec::new();
-        slab.for_each_deadline(|d| seen.push(d));
-        let expected: Vec<u64> = (0..(2 * CHUNK as u64 + 5)).filter(|n| n % 3 != 0).collect();
-        assert_eq!(seen, expected);
+        let (mut deadlines, mut free) = (vec![7], vec![7]);
+        slab.copy_deadlines(&mut deadlines, &mut free);
+        assert_eq!(deadlines, (0..(2 * CHUNK as u64 + 5)).collect::<Vec<_>>());
+        assert_eq!(free, handles.iter().step_by(3).copied().collect::<Vec<_>>());
     }
 
     #[test]
