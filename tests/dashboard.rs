@@ -2,7 +2,6 @@
 //! set of timers in the right buckets, `GET /` renders them in a headless
 //! Chromium, and neither ever shows an order id.
 
-#[allow(dead_code)]
 mod util;
 
 use std::io::{Read, Write};
