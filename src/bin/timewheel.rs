@@ -213,8 +213,9 @@ struct ServeArgs {
     #[arg(long, default_value_t = ms(defaults().3.max), value_parser = clap::value_parser!(u64).range(1..), env = "TIMEWHEEL_RETRY_MAX_MS")]
     retry_max_ms: u64,
     /// Serve the INFO timer and delivery figures in the Prometheus text format
-    /// at http://ADDR/metrics (read-only); https:// with --tls-cert, with the
-    /// same certificate and client CA as the clients' port.
+    /// at http://ADDR/metrics, and the operators' page (what falls due when)
+    /// at http://ADDR/ (read-only, counters only); https:// with --tls-cert,
+    /// with the same certificate and client CA as the clients' port.
     #[arg(long, value_name = "ADDR", env = "TIMEWHEEL_METRICS_BIND")]
     metrics_bind: Option<SocketAddr>,
     /// Cluster mode: share the order ids with the other nodes using the same

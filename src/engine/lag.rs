@@ -139,6 +139,19 @@ impl LagWindow {
         None
     }
 
+    /// Deliveries recorded in the [`WINDOW_S`] seconds up to and
+    /// including `now_ms`'s.
+    pub fn count(&self, now_ms: u64) -> u64 {
+        let now_s = now_ms / 1000;
+        let oldest = now_s.saturating_sub(WINDOW_S as u64 - 1);
+        let seconds = self.seconds.lock();
+        seconds
+            .iter()
+            .filter(|s| (oldest..=now_s).contains(&s.stamp))
+            .map(|s| s.total)
+            .sum()
+    }
+
     /// The 99th percentile over the last minute, 0 when idle.
     pub fn p99(&self, now_ms: u64) -> u64 {
         self.quantile(now_ms, 0.99).unwrap_or(0)
@@ -227,6 +240,9 @@ mod tests {
         assert_eq!(w.quantile(t0 + 60_000, 1.0), Some(3));
         // And once those are a minute old too, nothing is left.
         assert_eq!(w.quantile(t0 + 90_000, 1.0), None);
+        assert_eq!(w.count(t0 + 59_999), 11);
+        assert_eq!(w.count(t0 + 60_000), 10);
+        assert_eq!(w.count(t0 + 90_000), 0);
     }
 
     #[test]

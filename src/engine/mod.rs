@@ -29,6 +29,7 @@
 //!   keep its [`Ack`] and check it later. A fired timer
 //!   leaves the journal only after its handler succeeded (or gave up).
 
+pub mod census;
 mod lag;
 mod pool;
 mod shard;
@@ -49,6 +50,7 @@ use crate::handler::{Fired, Handler, RetryPolicy};
 use crate::id::{IntoOrderId, InvalidId, OrderId};
 use crate::journal::{Ack, AckStatus, Journal, JournalError, JournalStats, Op, Unavailable};
 use crate::wheel::{TickMapping, Wheel};
+pub use census::DueHistogram;
 use lag::LagWindow;
 use pool::RetryQueue;
 use shard::{Shard, ShardGuard};

@@ -138,6 +138,11 @@ impl RetryQueue {
         due
     }
 
+    /// Retries waiting.
+    pub(super) fn len(&self) -> usize {
+        self.heap.lock().len()
+    }
+
     /// Drops the retries whose id matches `pred`; returns how many.
     pub(super) fn remove_where(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
         let mut heap = self.heap.lock();

@@ -1,5 +1,7 @@
-//! `GET /metrics`: the figures of `INFO` ([`super::figures`]), in the
-//! Prometheus text exposition format (version 0.0.4).
+//! The read-only HTTP listener (`--metrics-bind`): `GET /metrics`, the
+//! figures of `INFO` ([`super::figures`]) in the Prometheus text
+//! exposition format (version 0.0.4), and the operators' page, `GET /`
+//! and `GET /due.json` ([`super::dashboard`]).
 //!
 //! Ground rules:
 //! - One thread of its own with blocking std sockets, one request per
@@ -7,9 +9,11 @@
 //!   stuck scraper delays the next scrape, never the event loop, the
 //!   ticker or a worker.
 //! - Read-only: it exposes counters, never ids. Bind it where only your
-//!   Prometheus can reach it, or serve it over TLS with the clients' port
-//!   certificate ([`spawn`]); with a client CA, scrapers need a
-//!   certificate from it as clients do.
+//!   Prometheus and your operators can reach it, or serve it over TLS with
+//!   the clients' port certificate ([`spawn`]); with a client CA, scrapers
+//!   and browsers need a certificate from it as clients do.
+//! - Every answer forbids framing and caching, and the page's content
+//!   security policy lets it fetch from this listener only.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,15 +27,32 @@ use crate::server::tls::Acceptor;
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest request head read; a longer one is answered 400.
 const MAX_HEAD: usize = 8 * 1024;
+/// The body of a 404 or 405.
+const TRY: &str = "try GET /, GET /due.json or GET /metrics\n";
+/// The page's scripts and styles are inline; it may fetch from here only,
+/// load nothing else, and be framed by nobody.
+const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-/// Serves `GET /metrics` on `listener` with what `metrics` returns, on a
-/// thread of its own, for as long as the process runs; over TLS when `tls`
-/// is given (then `https://ADDR/metrics`), with the same certificate, client
-/// CA and reloads as the clients' port.
+/// What a path is answered with.
+#[derive(Debug)]
+pub(crate) struct Page {
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// The Prometheus text format's content type.
+pub(crate) const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serves `GET` on `listener` with what `pages` returns for the path
+/// (query string removed; `None`: 404), on a thread of its own, for as
+/// long as the process runs; over TLS when `tls` is given (then
+/// `https://ADDR/metrics`), with the same certificate, client CA and
+/// reloads as the clients' port.
 pub(crate) fn spawn(
     listener: TcpListener,
     tls: Option<Arc<Acceptor>>,
-    metrics: impl Fn() -> String + Send + 'static,
+    pages: impl Fn(&str) -> Option<Page> + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("timewheel-metrics".into())
@@ -40,8 +61,8 @@ pub(crate) fn spawn(
                 match stream {
                     Ok(stream) => {
                         let result = match &tls {
-                            None => answer_plain(stream, &metrics),
-                            Some(tls) => answer_tls(stream, tls, &metrics),
+                            None => answer_plain(stream, &pages),
+                            Some(tls) => answer_tls(stream, tls, &pages),
                         };
                         if let Err(error) = result {
                             tracing::debug!(%error, "metrics request failed");
@@ -56,26 +77,30 @@ pub(crate) fn spawn(
         })
 }
 
-fn answer_plain(stream: TcpStream, metrics: &impl Fn() -> String) -> io::Result<()> {
+fn answer_plain(stream: TcpStream, pages: &impl Fn(&str) -> Option<Page>) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    answer(stream, metrics)
+    answer(stream, pages)
 }
 
 /// The handshake shares the request's read timeout, so a silent client
 /// holds the thread no longer than a slow plain one.
-fn answer_tls(stream: TcpStream, tls: &Acceptor, metrics: &impl Fn() -> String) -> io::Result<()> {
+fn answer_tls(
+    stream: TcpStream,
+    tls: &Acceptor,
+    pages: &impl Fn(&str) -> Option<Page>,
+) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let connection = rustls::ServerConnection::new(tls.config()).map_err(io::Error::other)?;
     let mut stream = rustls::StreamOwned::new(connection, stream);
-    answer(&mut stream, metrics)?;
+    answer(&mut stream, pages)?;
     stream.conn.send_close_notify();
     stream.flush()
 }
 
 /// Reads one request head and answers it; the connection is then closed.
-fn answer(mut stream: impl Read + Write, metrics: &impl Fn() -> String) -> io::Result<()> {
+fn answer(mut stream: impl Read + Write, pages: &impl Fn(&str) -> Option<Page>) -> io::Result<()> {
     // Never more than MAX_HEAD + 1 bytes, however long a line is sent.
     let mut reader = BufReader::new(Read::take(&mut stream, MAX_HEAD as u64 + 1));
     let mut request_line = String::new();
@@ -91,21 +116,30 @@ fn answer(mut stream: impl Read + Write, metrics: &impl Fn() -> String) -> io::R
     }
     drop(reader);
     let mut parts = request_line.split_whitespace();
-    let (status, body) = match (parts.next(), parts.next().map(|p| p.split('?').next())) {
-        _ if head > MAX_HEAD => ("400 Bad Request", "request head too long\n".to_owned()),
-        (Some("GET"), Some(Some("/metrics"))) => ("200 OK", metrics()),
-        (Some("GET"), _) => ("404 Not Found", "try GET /metrics\n".to_owned()),
-        _ => ("405 Method Not Allowed", "try GET /metrics\n".to_owned()),
+    let page = match (parts.next(), parts.next().and_then(|p| p.split('?').next())) {
+        _ if head > MAX_HEAD => Err(("400 Bad Request", "request head too long\n")),
+        (Some("GET"), Some(path)) => pages(path).ok_or(("404 Not Found", TRY)),
+        (Some("GET"), None) => Err(("404 Not Found", TRY)),
+        _ => Err(("405 Method Not Allowed", TRY)),
     };
-    let content_type = if status.starts_with("200") {
-        "text/plain; version=0.0.4; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
+    let (status, page) = match page {
+        Ok(page) => ("200 OK", page),
+        Err((status, body)) => (
+            status,
+            Page {
+                content_type: "text/plain; charset=utf-8",
+                body: body.to_owned(),
+            },
+        ),
     };
     write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
+         Content-Security-Policy: {CSP}\r\nConnection: close\r\n\r\n{}",
+        page.content_type,
+        page.body.len(),
+        page.body
     )?;
     stream.flush()
 }
@@ -118,7 +152,13 @@ mod tests {
     fn serves_get_metrics_and_refuses_the_rest() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        spawn(listener, None, || "timewheel_pending 0\n".to_owned()).unwrap();
+        spawn(listener, None, |path| {
+            (path == "/metrics").then(|| Page {
+                content_type: PROMETHEUS,
+                body: "timewheel_pending 0\n".to_owned(),
+            })
+        })
+        .unwrap();
         let get = |request: &str| {
             use std::io::Read;
             let mut stream = TcpStream::connect(addr).unwrap();

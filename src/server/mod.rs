@@ -25,6 +25,7 @@
 mod auth_log;
 mod commands;
 mod connection;
+mod dashboard;
 mod figures;
 mod hub;
 mod metrics;

@@ -1,6 +1,6 @@
 //! The whole `timewheel serve` process, wired from its settings: the
-//! engine (with its journal and sink), the `/metrics` listener and the RESP
-//! listener, run until `shutdown` fires. `src/bin/timewheel.rs` only parses
+//! engine (with its journal and sink), the `/metrics` listener (with the
+//! operators' page) and the RESP listener, run until `shutdown` fires. `src/bin/timewheel.rs` only parses
 //! flags into a [`ServeConfig`] and calls [`serve`].
 //!
 //! A fired order goes to [`Delivery`]: it is published on the `fired`
@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::figures::{self, Sources};
+use super::figures::Sources;
 use super::hub::Hub;
 use super::tls::{Acceptor, TlsConfig};
-use super::{Config, Counters, metrics};
+use super::{Config, Counters, dashboard, metrics};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::engine::{DEFAULT_TICK, Engine};
 use crate::handler::{Fired, Handler, HandlerResult, RetryPolicy};
@@ -72,7 +72,8 @@ pub struct ServeConfig {
     pub journal: Option<JournalConfig>,
     /// Close orders by `POST`ing them here.
     pub webhook: Option<WebhookConfig>,
-    /// Serve `GET /metrics` on this address.
+    /// Serve `GET /metrics` and the operators' page (`GET /`, `GET
+    /// /due.json`) on this address.
     pub metrics_bind: Option<SocketAddr>,
     /// Allow a non-loopback `bind` without a password.
     pub unsafe_no_auth: bool,
@@ -238,8 +239,8 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
         let cluster = cluster.clone();
         let (started, io_threads) = (Instant::now(), config.server.io_threads);
         let acceptor = tls.clone();
-        serve_metrics(addr, tls.clone(), move || {
-            figures::prometheus_text(&figures::collect(&Sources {
+        serve_metrics(addr, tls.clone(), move |path| {
+            let sources = Sources {
                 engine: &engine,
                 hub: &hub,
                 counters: &counters,
@@ -247,7 +248,8 @@ pub fn serve(mut config: ServeConfig, shutdown: Receiver<()>) -> Result<(), Serv
                 io_threads,
                 tls: acceptor.as_deref(),
                 cluster: cluster.as_ref(),
-            }))
+            };
+            dashboard::page(path, &sources)
         })?;
     }
     let listener = match early {
@@ -497,7 +499,7 @@ fn build_engine(
 fn serve_metrics(
     addr: SocketAddr,
     tls: Option<Arc<Acceptor>>,
-    metrics: impl Fn() -> String + Send + 'static,
+    pages: impl Fn(&str) -> Option<metrics::Page> + Send + 'static,
 ) -> Result<(), ServeError> {
     let bind_error = |error| ServeError::Bind {
         flag: "--metrics-bind",
@@ -507,8 +509,9 @@ fn serve_metrics(
     let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
     let local = listener.local_addr().map_err(ServeError::Io)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    metrics::spawn(listener, tls, metrics).map_err(ServeError::Io)?;
+    metrics::spawn(listener, tls, pages).map_err(ServeError::Io)?;
     tracing::info!("metrics on {scheme}://{local}/metrics");
+    tracing::info!("what falls due when: {scheme}://{local}/");
     Ok(())
 }
 

@@ -95,6 +95,36 @@ pub struct AlreadyPending {
     pub deadline_ms: u64,
 }
 
+/// The deadlines of a wheel's pending timers, copied out by
+/// [`Wheel::copy_deadlines`]; reuse one to copy several wheels without
+/// allocating again.
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    /// Per slab handle, free ones included.
+    all: Vec<u64>,
+    /// The free handles, whose deadlines in `all` are stale.
+    free: Vec<u32>,
+    /// `free` as one bit per handle.
+    free_bits: Vec<u64>,
+}
+
+impl Deadlines {
+    /// Calls `each` with every pending timer's deadline, in no particular
+    /// order.
+    pub fn for_each(&mut self, mut each: impl FnMut(u64)) {
+        self.free_bits.clear();
+        self.free_bits.resize(self.all.len().div_ceil(64), 0);
+        for &handle in &self.free {
+            self.free_bits[handle as usize / 64] |= 1 << (handle % 64);
+        }
+        for (handle, &deadline_ms) in self.all.iter().enumerate() {
+            if self.free_bits[handle / 64] & (1 << (handle % 64)) == 0 {
+                each(deadline_ms);
+            }
+        }
+    }
+}
+
 /// A single-threaded hierarchical timing wheel.
 pub struct Wheel {
     /// The last tick processed: every entry due at or before it has fired.
@@ -374,6 +404,14 @@ impl Wheel {
         out
     }
 
+    /// Copies the deadlines of the pending timers into `into`, replacing
+    /// what it held: a memcpy of the deadline arrays, so a caller holding
+    /// the wheel's lock holds it briefly, and reads them with
+    /// [`Deadlines::for_each`] after releasing it. Ids are never read.
+    pub fn copy_deadlines(&self, into: &mut Deadlines) {
+        self.entries.copy_deadlines(&mut into.all, &mut into.free);
+    }
+
     /// Approximate heap bytes held, for memory accounting (ids longer than
     /// the inline capacity add their own allocation).
     pub fn heap_bytes(&self) -> usize {
@@ -640,6 +678,28 @@ mod tests {
         assert_eq!(w.due_hint(), u64::MAX);
         w.insert(id("late"), 5).unwrap();
         assert_eq!(w.due_hint(), 201, "a passed deadline is due next tick");
+    }
+
+    #[test]
+    fn copied_deadlines_are_the_pending_ones() {
+        let mut w = wheel();
+        for n in 0..3000u64 {
+            w.insert(id(&format!("o{n}")), 10 + n).unwrap();
+        }
+        for n in (0..3000u64).step_by(7) {
+            w.remove(format!("o{n}").as_bytes()).unwrap();
+        }
+        fired_until(&mut w, 10 + 99); // o0..o99 fire
+        let mut copy = Deadlines::default();
+        w.copy_deadlines(&mut copy);
+        let mut seen = Vec::new();
+        copy.for_each(|d| seen.push(d));
+        seen.sort();
+        let expected: Vec<u64> = (100..3000u64)
+            .filter(|n| n % 7 != 0)
+            .map(|n| 10 + n)
+            .collect();
+        assert_eq!(seen, expected);
     }
 
     #[test]

@@ -132,6 +132,21 @@ impl Slab {
         (chunk, offset)
     }
 
+    /// Copies the deadline of every handle, free ones included (stale),
+    /// into `deadlines`, and the free handles into `free`, replacing what
+    /// they held. Chunk by chunk memcpy, and the entries themselves (four
+    /// times the bytes) are never read: a caller holding a lock holds it
+    /// for this copy only, and sorts pending from free after releasing it
+    /// ([`super::Deadlines`]).
+    pub fn copy_deadlines(&self, deadlines: &mut Vec<u64>, free: &mut Vec<u32>) {
+        deadlines.clear();
+        for chunk in &self.deadlines {
+            deadlines.extend_from_slice(chunk);
+        }
+        free.clear();
+        free.extend_from_slice(&self.free);
+    }
+
     /// Bytes held by the slab, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.chunks.len() * CHUNK * (size_of::<Entry>() + size_of::<u64>())
@@ -171,6 +186,21 @@ mod tests {
         assert_eq!(slab.insert(id(99), 99), handles[5]);
         assert_eq!(slab.deadline(handles[5]), 99);
         assert_eq!(slab.id(handles[5]), &id(99));
+    }
+
+    #[test]
+    fn copy_deadlines_copies_every_handle_and_the_free_list() {
+        let mut slab = Slab::default();
+        let handles: Vec<u32> = (0..(2 * CHUNK as u64 + 5))
+            .map(|n| slab.insert(id(n), n))
+            .collect();
+        for &h in handles.iter().step_by(3) {
+            slab.remove(h);
+        }
+        let (mut deadlines, mut free) = (vec![7], vec![7]);
+        slab.copy_deadlines(&mut deadlines, &mut free);
+        assert_eq!(deadlines, (0..(2 * CHUNK as u64 + 5)).collect::<Vec<_>>());
+        assert_eq!(free, handles.iter().step_by(3).copied().collect::<Vec<_>>());
     }
 
     #[test]
