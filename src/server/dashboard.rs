@@ -90,6 +90,18 @@ pub(crate) fn due_json(sources: &Sources<'_>) -> String {
                 let _ = write!(json, "{value}");
             }
             Value::Text(text) => push_string(&mut json, text),
+            // One value per thing (a Redis master): `{"host:port": n, ...}`.
+            Value::Series { values, .. } => {
+                json.push('{');
+                for (i, (thing, value)) in values.iter().enumerate() {
+                    if i > 0 {
+                        json.push(',');
+                    }
+                    push_string(&mut json, thing);
+                    let _ = write!(json, ":{value}");
+                }
+                json.push('}');
+            }
         }
     }
     json.push('}');
