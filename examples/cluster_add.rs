@@ -75,7 +75,13 @@ fn run(
 ) -> Result<(), Error> {
     let url = format!("redis://127.0.0.1:{}", ports[0]);
     let nodes: Vec<Node> = (0..3)
-        .map(|_| Node::start(bin, &["--cluster", "--redis", &url], ""))
+        .map(|_| {
+            Node::start(
+                bin,
+                &["--cluster", "--redis", &url, "--stream", "orders"],
+                "",
+            )
+        })
         .collect::<Result<_, _>>()?;
     let node_map = wait_stable(&nodes, Duration::from_secs(60))?;
     let redis_map = if cluster {
@@ -161,10 +167,13 @@ where
     let mut servers: Vec<u16> = map.to_vec();
     servers.sort_unstable();
     servers.dedup();
-    let share = |port: u16| {
+    // Each server's share by its slots, the rounding remainder to the first.
+    let by_slots = |port: u16| {
         let slots = map.iter().filter(|&&p| p == port).count() as u64;
         count * slots / SLOTS as u64
     };
+    let rest = count - servers.iter().map(|&p| by_slots(p)).sum::<u64>();
+    let share = |port: u16| by_slots(port) + if port == servers[0] { rest } else { 0 };
     let batch = (depth / 4).max(1);
     let make = &make;
     let started = Instant::now();

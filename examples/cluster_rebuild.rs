@@ -58,7 +58,7 @@ fn main() -> Result<(), Error> {
 
 fn run(bin: &str, ports: &[u16], count: u64, rounds: usize) -> Result<(), Error> {
     let url = format!("redis://127.0.0.1:{}", ports[0]);
-    let args = ["--cluster", "--redis", &url];
+    let args = ["--cluster", "--redis", &url, "--stream", "orders"];
     // A first node creates the cluster's keys and epochs, then leaves.
     let first = Node::start(bin, &args, "")?;
     wait_served(first.port, 0, Duration::from_secs(60))?;
