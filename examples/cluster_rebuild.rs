@@ -62,7 +62,7 @@ fn run(bin: &str, ports: &[u16], count: u64, rounds: usize) -> Result<(), Error>
     // A first node creates the cluster's keys and epochs, then leaves.
     let first = Node::start(bin, &args, "")?;
     wait_served(first.port, 0, Duration::from_secs(60))?;
-    first.stop()?;
+    first.stop(Duration::from_secs(20))?;
 
     let layout = Layout::new("tw:", None);
     let parts = Partitions::new(PARTITIONS as u32)?;
@@ -109,8 +109,36 @@ fn run(bin: &str, ports: &[u16], count: u64, rounds: usize) -> Result<(), Error>
             load_ms.iter().max().copied().unwrap_or(0),
             load_average()
         );
-        node.stop()?;
+        let stopping = Instant::now();
+        let graceful = node.stop(Duration::from_secs(20))?;
+        println!(
+            "round {round}: {} after {:.1} s",
+            if graceful {
+                "exited on SIGTERM"
+            } else {
+                "no exit within 20 s of SIGTERM: killed"
+            },
+            stopping.elapsed().as_secs_f64()
+        );
+        // The next node starts alone: every lease gone (a killed node's
+        // run out by themselves), and its member entry with them.
+        wait_free(&layout, parts, &master_of)?;
     }
+    Ok(())
+}
+
+/// Waits until no partition has a lease, then one more second.
+fn wait_free(layout: &Layout, parts: Partitions, master_of: &[u16]) -> Result<(), Error> {
+    let until = Instant::now() + Duration::from_secs(60);
+    while parts.iter().any(|p| {
+        common::cmd::<u64>(master_of[p as usize], &["EXISTS", &layout.lease(p)]).unwrap_or(1) > 0
+    }) {
+        if Instant::now() > until {
+            return Err("leases still held 60 s after the node stopped".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     Ok(())
 }
 

@@ -177,19 +177,22 @@ impl Node {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM (the node releases its leases and leaves), then waits.
-    pub fn stop(mut self) -> Result<(), Error> {
+    /// SIGTERM (the node releases its leases and leaves) and up to
+    /// `grace` for it to exit; then `kill -9`. Returns whether it exited by
+    /// itself.
+    pub fn stop(mut self, grace: Duration) -> Result<bool, Error> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
-        let until = Instant::now() + Duration::from_secs(60);
+        let until = Instant::now() + grace;
         while self.child.try_wait()?.is_none() {
             if Instant::now() > until {
-                return Err("timewheel did not stop within 60 s of SIGTERM".into());
+                self.kill9();
+                return Ok(false);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
+        Ok(true)
     }
 }
 
