@@ -1,4 +1,4 @@
-// cargo build --release && cargo run --release --example cluster_rebuild -- 10000000 [rounds] [both|cluster|single]
+// cargo build --release && cargo run --release --example cluster_rebuild -- 10000000 [rounds] [lease_ms] [both|cluster|single]
 //
 //! Rebuild in cluster mode: how long one `timewheel serve --cluster` node,
 //! starting alone, takes to serve N journaled timers, on a 3-master Redis
@@ -38,6 +38,7 @@ fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let count: u64 = args.next().map_or(Ok(10_000_000), |n| n.parse())?;
     let rounds: usize = args.next().map_or(Ok(2), |n| n.parse())?;
+    let lease_ms: u64 = args.next().map_or(Ok(3000), |n| n.parse())?;
     let which = args.next().unwrap_or_else(|| "both".into());
     let bin = timewheel_bin();
     if which != "single" {
@@ -45,20 +46,22 @@ fn main() -> Result<(), Error> {
         let dir = tempfile::tempdir()?;
         let masters = start_redis_cluster(dir.path(), 3, Aof::Off)?;
         let ports: Vec<u16> = masters.iter().map(|(p, _)| *p).collect();
-        run(&bin, &ports, count, rounds)?;
+        run(&bin, &ports, count, rounds, lease_ms)?;
     }
     if which != "cluster" {
         println!("== one Redis, AOF off; N = {count}");
         let dir = tempfile::tempdir()?;
         let (port, _redis) = start_redis(dir.path(), Aof::Off)?;
-        run(&bin, &[port], count, rounds)?;
+        run(&bin, &[port], count, rounds, lease_ms)?;
     }
     Ok(())
 }
 
-fn run(bin: &str, ports: &[u16], count: u64, rounds: usize) -> Result<(), Error> {
+fn run(bin: &str, ports: &[u16], count: u64, rounds: usize, lease_ms: u64) -> Result<(), Error> {
     let url = format!("redis://127.0.0.1:{}", ports[0]);
-    let args = ["--cluster", "--redis", &url, "--stream", "orders"];
+    let lease = lease_ms.to_string();
+    #[rustfmt::skip]
+    let args = ["--cluster", "--redis", &url, "--stream", "orders", "--lease-ms", &lease];
     // A first node creates the cluster's keys and epochs, then leaves.
     let first = Node::start(bin, &args, "")?;
     wait_served(first.port, 0, Duration::from_secs(60))?;
@@ -109,6 +112,16 @@ fn run(bin: &str, ports: &[u16], count: u64, rounds: usize) -> Result<(), Error>
             load_ms.iter().max().copied().unwrap_or(0),
             load_average()
         );
+        // Still serving everything a while later? (Loads that outlast the
+        // lease let the first partitions' leases run out.)
+        std::thread::sleep(Duration::from_millis((2 * lease_ms).min(10_000)));
+        println!(
+            "round {round}: {:.1} s later: {} partitions owned, {} timers, {} partition loads logged",
+            (2 * lease_ms).min(10_000) as f64 / 1000.0,
+            info(node.port, "cluster_partitions_owned").unwrap_or(0),
+            info(node.port, "pending").unwrap_or(0),
+            node.log.lock().len()
+        );
         let stopping = Instant::now();
         let graceful = node.stop(Duration::from_secs(20))?;
         println!(
@@ -120,9 +133,27 @@ fn run(bin: &str, ports: &[u16], count: u64, rounds: usize) -> Result<(), Error>
             },
             stopping.elapsed().as_secs_f64()
         );
-        // The next node starts alone: every lease gone (a killed node's
-        // run out by themselves), and its member entry with them.
+        // The next node starts alone: a killed node's leases and member
+        // entry are removed as if they had run out.
+        if !graceful {
+            forget_node(&layout, parts, &master_of)?;
+        }
         wait_free(&layout, parts, &master_of)?;
+    }
+    Ok(())
+}
+
+/// Deletes every lease and the member list (a killed node's).
+fn forget_node(layout: &Layout, parts: Partitions, master_of: &[u16]) -> Result<(), Error> {
+    for p in parts.iter() {
+        common::cmd::<()>(master_of[p as usize], &["DEL", &layout.lease(p)])?;
+    }
+    let cluster_master = master_of
+        .iter()
+        .copied()
+        .find(|&m| common::cmd::<u64>(m, &["EXISTS", &layout.nodes()]).unwrap_or(0) > 0);
+    if let Some(m) = cluster_master {
+        common::cmd::<()>(m, &["DEL", &layout.nodes(), &layout.addrs()])?;
     }
     Ok(())
 }
