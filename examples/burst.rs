@@ -168,12 +168,6 @@ fn load(port: u16, count: u64, deadline_ms: u64) -> Result<(), Error> {
         0..count,
         (4, 1000),
         |_| String::new(),
-        |out, n| {
-            write!(
-                out,
-                "ADDAT b:{n} {deadline_ms}
-"
-            )
-        },
+        |out, n| write!(out, "ADDAT b:{n} {deadline_ms}\r\n"),
     )
 }
