@@ -17,17 +17,20 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use timewheel::cluster::scripts::Layout;
-use timewheel::cluster::slot::{Partitions, SLOTS, key_slot};
+use timewheel::cluster::slot::{Partitions, key_slot};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{
+    Aof, Error, Node, load_routed, now_ms, slot_map, start_redis, timewheel_bin, wait_stable,
+};
 
 const STREAM: &str = "orders";
 const PARTITIONS: u32 = 128;
 const DUE_AT_KILL: usize = 300;
-
-type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
@@ -35,28 +38,17 @@ fn main() -> Result<(), Error> {
     let kills: usize = args.next().map_or(Ok(10), |n| n.parse())?;
     let lease_ms: u64 = args.next().map_or(Ok(3000), |n| n.parse())?;
     let dir = tempfile::tempdir()?;
-    let redis_port = free_port();
-    let _redis = Killed(
-        Command::new("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    let (redis_port, _redis) = start_redis(dir.path(), Aof::Fsync("everysec"))?;
     let url = format!("redis://127.0.0.1:{redis_port}/0");
-    let client = redis::Client::open(url.as_str())?;
-    let mut con = wait_for(|| client.get_connection().ok())?;
-    let bin = std::env::var("TIMEWHEEL_BIN").unwrap_or_else(|_| "target/release/timewheel".into());
-    let start = |bin: &str| Node::start(bin, &url, lease_ms);
+    let mut con = redis::Client::open(url.as_str())?.get_connection()?;
+    let bin = timewheel_bin();
+    let lease = lease_ms.to_string();
+    #[rustfmt::skip]
+    let args = [
+        "--tick-ms", "10", "--cluster", "--redis", &url, "--stream", STREAM,
+        "--lease-ms", &lease,
+    ];
+    let start = |bin: &str| Node::start(bin, &args, "");
     let mut nodes: Vec<Node> = (0..3).map(|_| start(&bin)).collect::<Result<_, _>>()?;
     wait_stable(&nodes, Duration::from_secs(60))?;
 
@@ -186,90 +178,13 @@ fn main() -> Result<(), Error> {
 
 /// Sends `count` `ADD`s due in an hour, pipelined to each id's owner.
 fn load(map: &[u16], count: u64) -> Result<(), Error> {
-    let mut by_port: HashMap<u16, Vec<u64>> = HashMap::new();
-    for n in 0..count {
-        let slot = key_slot(format!("t:{n}").as_bytes());
-        by_port.entry(map[slot as usize]).or_default().push(n);
-    }
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = by_port
-            .iter()
-            .map(|(&port, ids)| {
-                scope.spawn(move || -> std::io::Result<()> {
-                    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-                    let mut reader = BufReader::new(stream.try_clone()?);
-                    for batch in ids.chunks(1000) {
-                        let mut out = Vec::with_capacity(batch.len() * 32);
-                        for n in batch {
-                            write!(out, "ADD t:{n} 3600000\r\n")?;
-                        }
-                        stream.write_all(&out)?;
-                        let mut line = String::new();
-                        for _ in batch {
-                            line.clear();
-                            reader.read_line(&mut line)?;
-                            if !line.starts_with(':') {
-                                return Err(std::io::Error::other(format!("ADD: {line}")));
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .try_for_each(|w| w.join().expect("loader thread"))
-    })?;
-    Ok(())
-}
-
-/// Waits until every node agrees on a table covering all slots with these
-/// nodes only, each owning something; returns the slot -> port map.
-fn wait_stable(nodes: &[Node], timeout: Duration) -> Result<Vec<u16>, Error> {
-    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
-    let until = Instant::now() + timeout;
-    loop {
-        let maps: Vec<Option<Vec<u16>>> = ports.iter().map(|&p| slot_map(p)).collect();
-        if let Some(Some(map)) = maps.first()
-            && maps.iter().all(|m| m.as_ref() == Some(map))
-            && map.iter().all(|p| ports.contains(p))
-            && ports.iter().all(|p| map.contains(p))
-            && ports
-                .iter()
-                .all(|&p| info(p, "cluster_partitions_loading") == Some(0))
-        {
-            return Ok(map.clone());
-        }
-        if Instant::now() > until {
-            return Err("cluster not stable".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The slot -> port map from `CLUSTER SLOTS`, if it covers every slot.
-fn slot_map(port: u16) -> Option<Vec<u16>> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-    let mut con = client.get_connection().ok()?;
-    let ranges: Vec<(u16, u16, (String, u16, String))> =
-        redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).ok()?;
-    let mut map = vec![0u16; SLOTS as usize];
-    for (start, end, (_, owner, _)) in ranges {
-        for slot in start..=end {
-            map[slot as usize] = owner;
-        }
-    }
-    map.iter().all(|&p| p != 0).then_some(map)
-}
-
-fn info(port: u16, key: &str) -> Option<u64> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-    let mut con = client.get_connection().ok()?;
-    let text: String = redis::cmd("INFO").query(&mut con).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .and_then(|v| v.trim().parse().ok())
+    load_routed(
+        map,
+        0..count,
+        (1, 1000),
+        |n| format!("t:{n}"),
+        |out, n| write!(out, "ADD t:{n} 3600000\r\n"),
+    )
 }
 
 /// One inline command, one reply line.
@@ -293,87 +208,5 @@ impl RespLine {
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
         Ok(line)
-    }
-}
-
-struct Node {
-    child: Child,
-    port: u16,
-}
-
-impl Node {
-    fn start(bin: &str, url: &str, lease_ms: u64) -> Result<Node, Error> {
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--tick-ms",
-                "10",
-                "--cluster",
-            ])
-            .args(["--redis", url, "--stream", STREAM])
-            .args(["--lease-ms", &lease_ms.to_string()])
-            .env("RUST_LOG", "warn,timewheel=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{bin}: {e} (run `cargo build --release` first)"))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let port: u16 = loop {
-            let line = lines.next().ok_or("timewheel exited before listening")??;
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                break addr.trim().rsplit(':').next().ok_or("no port")?.parse()?;
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Node { child, port })
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
-}
-
-fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Result<T, Error> {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = f() {
-            return Ok(value);
-        }
-        if Instant::now() > until {
-            return Err("redis-server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process, killed when the example ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
