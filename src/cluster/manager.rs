@@ -171,51 +171,8 @@ fn one_round(
     let mut first_error: Option<redis::RedisError> = None;
 
     // Renew what is held here, first: it needs nothing else from Redis.
-    let held: Vec<(u16, u64)> = parts
-        .iter()
-        .map(|p| (p, own.held_epoch(p)))
-        .filter(|&(_, e)| e != 0)
-        .collect();
-    if !held.is_empty() {
-        let sent = own.now_ms();
-        let calls: Vec<(u16, redis::Cmd)> = held
-            .iter()
-            .map(|&(p, e)| {
-                let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(scripts.renew.get_hash())
-                    .arg(1)
-                    .arg(layout.lease(p))
-                    .arg(format!("{} {e}", me.id))
-                    .arg(lease_ms);
-                (layout.slot(p), cmd)
-            })
-            .collect();
-        let renewed = router.query(&borrowed(&calls));
-        let mut lost = Vec::new();
-        for (&(p, e), reply) in held.iter().zip(renewed) {
-            match reply {
-                Ok(Value::Int(1)) => {
-                    if own.held_epoch(p) == e {
-                        own.renewed(p, sent + lease_ms);
-                        shared.counters.renewed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(_) => lost.push(p),
-                // Not known: the lease runs out here unless a later round
-                // renews it.
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        if !lost.is_empty() {
-            tracing::warn!(partitions = ?lost, "cluster: leases lost to another node; dropping");
-            shared
-                .counters
-                .lost
-                .fetch_add(lost.len() as u64, Ordering::Relaxed);
-            forget(shared, engine, &lost, handoffs);
-        }
+    if let Err(error) = renew(shared, engine, router, scripts, handoffs) {
+        first_error.get_or_insert(error);
     }
 
     let view = match router.with(layout.cluster_slot(), |con| {
@@ -311,8 +268,17 @@ fn one_round(
                 && rendezvous::preferred(live(), p) == Some(me.id.as_str())
         })
         .collect();
+    let mut renewed_at = own.now_ms();
     for chunk in wanted.chunks(TAKES_PER_TRIP) {
-        if let Err(error) = take(shared, engine, router, scripts, chunk) {
+        if let Err(error) = take(
+            shared,
+            engine,
+            router,
+            scripts,
+            handoffs,
+            &mut renewed_at,
+            chunk,
+        ) {
             first_error.get_or_insert(error);
         }
     }
@@ -320,6 +286,98 @@ fn one_round(
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// Renews the leases held here; drops the partitions whose lease another
+/// node holds now. `Err`: some masters did not answer (those leases run
+/// out here unless a later renewal gets through).
+fn renew(
+    shared: &Shared,
+    engine: &Engine,
+    router: &mut Router,
+    scripts: &Scripts,
+    handoffs: &mut HashMap<u16, Ack>,
+) -> redis::RedisResult<()> {
+    let own = &shared.ownership;
+    let layout = own.layout();
+    let lease_ms = shared.config.lease.as_millis() as u64;
+    let me = &shared.me;
+    let mut first_error = None;
+    let held: Vec<(u16, u64)> = own
+        .partitions()
+        .iter()
+        .map(|p| (p, own.held_epoch(p)))
+        .filter(|&(_, e)| e != 0)
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    let sent = own.now_ms();
+    let calls: Vec<(u16, redis::Cmd)> = held
+        .iter()
+        .map(|&(p, e)| {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(scripts.renew.get_hash())
+                .arg(1)
+                .arg(layout.lease(p))
+                .arg(format!("{} {e}", me.id))
+                .arg(lease_ms);
+            (layout.slot(p), cmd)
+        })
+        .collect();
+    let renewed = router.query(&borrowed(&calls));
+    let mut lost = Vec::new();
+    for (&(p, e), reply) in held.iter().zip(renewed) {
+        match reply {
+            Ok(Value::Int(1)) => {
+                if own.held_epoch(p) == e {
+                    own.renewed(p, sent + lease_ms);
+                    shared.counters.renewed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(_) => lost.push(p),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    if !lost.is_empty() {
+        tracing::warn!(partitions = ?lost, "cluster: leases lost to another node; dropping");
+        shared
+            .counters
+            .lost
+            .fetch_add(lost.len() as u64, Ordering::Relaxed);
+        forget(shared, engine, &lost, handoffs);
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// During a long round (many partitions to load), renews the leases held
+/// and the heartbeat every quarter lease (`renewed_at`: the last time), as
+/// rounds would: otherwise the first partitions taken would run out while
+/// the last ones load.
+fn keep_alive(
+    shared: &Shared,
+    engine: &Engine,
+    router: &mut Router,
+    scripts: &Scripts,
+    handoffs: &mut HashMap<u16, Ack>,
+    renewed_at: &mut u64,
+) {
+    let own = &shared.ownership;
+    let lease_ms = shared.config.lease.as_millis() as u64;
+    if own.now_ms() < *renewed_at + lease_ms / 4 {
+        return;
+    }
+    *renewed_at = own.now_ms();
+    let _ = renew(shared, engine, router, scripts, handoffs);
+    let layout = own.layout();
+    let _ = router.with(layout.cluster_slot(), |con| {
+        membership::heartbeat(con, &scripts.members, layout, Some(&shared.me), lease_ms)
+    });
 }
 
 /// Partitions taken (and loaded) per round trip: their takes, then their
@@ -336,6 +394,8 @@ fn take(
     engine: &Engine,
     router: &mut Router,
     scripts: &Scripts,
+    handoffs: &mut HashMap<u16, Ack>,
+    renewed_at: &mut u64,
     partitions: &[u16],
 ) -> redis::RedisResult<()> {
     let own = &shared.ownership;
@@ -447,6 +507,7 @@ fn take(
             load_ms = took,
             "cluster: took partition (free, and rendezvous prefers this node); serving"
         );
+        keep_alive(shared, engine, router, scripts, handoffs, renewed_at);
     }
     match first_error {
         Some(error) => Err(error),
