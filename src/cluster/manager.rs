@@ -464,21 +464,58 @@ fn take(
     for &(p, epoch) in &taken {
         own.begin_load(p, epoch, sent + lease_ms);
     }
-    let loading = std::time::Instant::now();
-    // Read from each partition's master (the one that just took it).
-    let reads: Vec<(u16, redis::Cmd)> = taken
-        .iter()
-        .map(|&(p, _)| {
-            let mut cmd = redis::cmd("ZRANGE");
-            cmd.arg(layout.due(p)).arg(0).arg(-1).arg("WITHSCORES");
-            (layout.slot(p), cmd)
-        })
-        .collect();
-    let replies = router.query(&borrowed(&reads));
-    for (&(p, epoch), reply) in taken.iter().zip(replies) {
-        let entries: Vec<(Vec<u8>, f64)> =
-            match reply.and_then(|v| redis::from_redis_value(v).map_err(redis::RedisError::from)) {
-                Ok(entries) => entries,
+    // Read each due set from its partition's master (the one that just
+    // took it), one partition per master per round trip: the masters answer
+    // at the same time, and no reply holds more than one partition.
+    let mut waves: Vec<Vec<(u16, u64)>> = Vec::new();
+    let mut per_master: HashMap<Option<usize>, usize> = HashMap::new();
+    for &(p, e) in &taken {
+        let n = per_master
+            .entry(router.master_of(layout.slot(p)))
+            .or_insert(0);
+        if waves.len() <= *n {
+            waves.push(Vec::new());
+        }
+        waves[*n].push((p, e));
+        *n += 1;
+    }
+    for wave in waves {
+        let loading = std::time::Instant::now();
+        let reads: Vec<(u16, redis::Cmd)> = wave
+            .iter()
+            .map(|&(p, _)| {
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(layout.due(p)).arg(0).arg(-1).arg("WITHSCORES");
+                (layout.slot(p), cmd)
+            })
+            .collect();
+        let replies = router.query(&borrowed(&reads));
+        // Each partition's reply is read and loaded on a thread of its own
+        // (the engine takes its shard locks one timer at a time).
+        let loaded: Vec<redis::RedisResult<(usize, u64)>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = replies
+                .into_iter()
+                .map(|reply| {
+                    scope.spawn(move || {
+                        let entries: Vec<(Vec<u8>, f64)> = redis::from_redis_value(reply?)?;
+                        let total = entries.len();
+                        let overdue = engine.load(entries.into_iter().filter_map(|(m, score)| {
+                            OrderId::new(m)
+                                .ok()
+                                .map(|id| (id, score.max(0.0).round() as u64))
+                        }));
+                        Ok((total, overdue))
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("a load thread panicked"))
+                .collect()
+        });
+        for (&(p, epoch), result) in wave.iter().zip(loaded) {
+            let (total, overdue) = match result {
+                Ok(counts) => counts,
                 Err(error) => {
                     // Not loaded, so not served; the lease runs out and the
                     // partition is taken again (epoch + 1) later.
@@ -487,26 +524,21 @@ fn take(
                     continue;
                 }
             };
-        let total = entries.len();
-        let overdue = engine.load(entries.into_iter().filter_map(|(member, score)| {
-            OrderId::new(member)
-                .ok()
-                .map(|id| (id, score.max(0.0).round() as u64))
-        }));
-        own.serve(p);
-        let took = loading.elapsed().as_millis() as u64;
-        let c = &shared.counters;
-        c.takeovers.fetch_add(1, Ordering::Relaxed);
-        c.last_takeover_ms.store(took, Ordering::Relaxed);
-        c.last_takeover_unix_ms.store(unix_ms(), Ordering::Relaxed);
-        tracing::info!(
-            partition = p,
-            epoch,
-            timers = total,
-            overdue,
-            load_ms = took,
-            "cluster: took partition (free, and rendezvous prefers this node); serving"
-        );
+            own.serve(p);
+            let took = loading.elapsed().as_millis() as u64;
+            let c = &shared.counters;
+            c.takeovers.fetch_add(1, Ordering::Relaxed);
+            c.last_takeover_ms.store(took, Ordering::Relaxed);
+            c.last_takeover_unix_ms.store(unix_ms(), Ordering::Relaxed);
+            tracing::info!(
+                partition = p,
+                epoch,
+                timers = total,
+                overdue,
+                load_ms = took,
+                "cluster: took partition (free, and rendezvous prefers this node); serving"
+            );
+        }
         keep_alive(shared, engine, router, scripts, handoffs, renewed_at);
     }
     match first_error {
