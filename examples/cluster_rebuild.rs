@@ -17,8 +17,9 @@
 //! listening, to the first partition owned and to everything served; the
 //! CPU seconds each Redis (`INFO cpu`) and the node used meanwhile; and
 //! the sum of the per-partition `load_ms` the node logged (the manager
-//! takes and loads partitions one at a time: when the sum is close to the
-//! wall time, that sequence is the bottleneck).
+//! reads one partition per master per round trip and loads the replies in
+//! parallel: when the sum is close to the wall time, the loads do not
+//! overlap).
 
 use std::time::{Duration, Instant};
 
