@@ -107,6 +107,53 @@ fn slots_are_the_ones_redis_cluster_computes() {
     let _ = child.wait();
 }
 
+/// The fenced script's moves into the stream, straight on Redis: each id
+/// whose score is still the deadline that fired moves once, even when a
+/// run names it twice; the others stay (re-added) or are gone already.
+#[test]
+fn the_fenced_script_moves_each_fired_order_once() {
+    let redis = RedisServer::start();
+    let layout = Layout::new("tw:", Some("orders"));
+    let p = 3;
+    let (due, stream) = (layout.due(p), layout.stream(p).unwrap());
+    assert_eq!(redis.cmd(&["SET", &layout.epoch(p), "7"]), Resp::ok());
+    assert_eq!(
+        redis.cmd(&["ZADD", &due, "10", "a", "20", "b", "30", "c"]),
+        Resp::Integer(3)
+    );
+    let script = timewheel::cluster::scripts::APPLY;
+    let (epoch, dead) = (layout.epoch(p), layout.dead(p));
+    #[rustfmt::skip]
+    let call = [
+        "EVAL", script, "4", &epoch, &due, &dead, &stream, "7", "-",
+        "S", "a", "10", "100",
+        "S", "a", "10", "100", // twice in one run: moved once
+        "S", "b", "99", "100", // b was re-added since (score 20): stays
+        "S", "x", "5", "100",  // moved before (not in due): nothing
+        "C", "c",
+        "S", "c", "30", "100", // cancelled just before: nothing
+    ];
+    let reply = redis.cmd(&call);
+    assert_eq!(
+        reply,
+        Resp::Array(Some(vec![Resp::Integer(1), Resp::Integer(6)])),
+        "{reply:?}"
+    );
+    assert_eq!(redis.cmd(&["XLEN", &stream]), Resp::Integer(1));
+    assert_eq!(
+        redis.cmd(&["ZRANGE", &due, "0", "-1"]),
+        Resp::Array(Some(vec![Resp::bulk("b")]))
+    );
+    // Under another epoch nothing changes.
+    let mut stale = call;
+    stale[7] = "6";
+    assert_eq!(
+        redis.cmd(&stale),
+        Resp::Array(Some(vec![Resp::Integer(0), Resp::bulk("7")]))
+    );
+    assert_eq!(redis.cmd(&["XLEN", &stream]), Resp::Integer(1));
+}
+
 #[test]
 fn journal_writes_are_fenced_when_the_epoch_moves() {
     let redis = RedisServer::start();

@@ -88,7 +88,8 @@ return 0
 /// - `C id`: cancel (`ZREM`);
 /// - `D id deadline`: delivered, remove if the score is still `deadline`;
 /// - `S id deadline fired`: delivered, move into the stream if the score is
-///   still `deadline` (exactly once);
+///   still `deadline` (exactly once; a run of them costs one `ZMSCORE` and
+///   one `ZREM`);
 /// - `X id deadline attempts error now`: dead-letter.
 ///
 /// Returns `{1, writes}` (with `u`: `{1, writes, before...}`, one score or
@@ -139,11 +140,27 @@ while i <= n do
       take(ARGV[i + 1], ARGV[i + 2])
       i = i + 3
     elseif op == 'S' then
-      if take(ARGV[i + 1], ARGV[i + 2]) then
-        redis.call('XADD', KEYS[4], '*', 'id', ARGV[i + 1], 'deadline_ms', ARGV[i + 2],
-          'fired_ms', ARGV[i + 3], 'epoch', ARGV[1])
+      -- A run of moves: one ZMSCORE, one ZREM (an id moves at most once).
+      local ids, deadlines, fired = {}, {}, {}
+      while i <= n and ARGV[i] == 'S' do
+        ids[#ids + 1] = ARGV[i + 1]
+        deadlines[#deadlines + 1] = ARGV[i + 2]
+        fired[#fired + 1] = ARGV[i + 3]
+        i = i + 4
       end
-      i = i + 4
+      writes = writes + #ids - 1
+      local scores = redis.call('ZMSCORE', KEYS[2], unpack(ids))
+      local moved, seen = {}, {}
+      for j = 1, #ids do
+        local id = ids[j]
+        if scores[j] and not seen[id] and tonumber(scores[j]) == tonumber(deadlines[j]) then
+          seen[id] = true
+          moved[#moved + 1] = id
+          redis.call('XADD', KEYS[4], '*', 'id', id, 'deadline_ms', deadlines[j],
+            'fired_ms', fired[j], 'epoch', ARGV[1])
+        end
+      end
+      if #moved > 0 then redis.call('ZREM', KEYS[2], unpack(moved)) end
     elseif op == 'X' then
       take(ARGV[i + 1], ARGV[i + 2])
       redis.call('XADD', KEYS[3], '*', 'id', ARGV[i + 1], 'deadline_ms', ARGV[i + 2],
