@@ -14,7 +14,8 @@
 //!
 //! - `floor`: the script only `XADD`s the ids it is sent;
 //! - `apply`: the cluster journal's `APPLY` with `S` ops (src/cluster/
-//!   scripts.rs; epoch check, `ZSCORE`, `ZREM`, `XADD` per id);
+//!   scripts.rs; epoch check, then per run of `S` ops one `ZMSCORE`, an
+//!   `XADD` each, one `ZREM`);
 //! - `deliver`: the single-node journal's deliver script (a copy of
 //!   `DELIVER_LUA`, src/journal/writer.rs: `ZMSCORE` of the ids, `XADD`
 //!   each, one `ZREM` of them all);
@@ -277,7 +278,8 @@ fn deliver(
                     .arg(layout.due(part.p))
                     .arg(layout.dead(part.p))
                     .arg(&stream)
-                    .arg(1),
+                    .arg(1)
+                    .arg("-"),
                 "deliver" => call.arg(2).arg(layout.due(part.p)).arg(&stream),
                 "take" => call
                     .arg(2)
