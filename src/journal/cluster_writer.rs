@@ -235,6 +235,8 @@ fn send(
     let mut undo: BTreeMap<u16, Undo> = BTreeMap::new();
     // Per partition: whether its master answered this turn.
     let mut reached: BTreeMap<u16, bool> = BTreeMap::new();
+    // The first error of each partition that got one.
+    let mut errors: BTreeMap<u16, redis::RedisError> = BTreeMap::new();
     // Masters that did not answer at all: every partition held here whose
     // slot they serve is down, not only those that had something to send.
     let mut failed_masters: Vec<usize> = Vec::new();
@@ -249,6 +251,7 @@ fn send(
             Ok(reply) => reply,
             Err(error) => {
                 reached.insert(p, false);
+                errors.entry(p).or_insert_with(|| error.clone());
                 if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
                     failed_masters.extend(answer.master);
                 }
@@ -349,12 +352,28 @@ fn send(
                     "journal: the partition's Redis master answers again; accepting its writes"
                 );
             } else {
-                tracing::error!(
-                    partition = p,
-                    error = %first_error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
-                    "journal: the partition's Redis master does not answer; refusing its client writes \
-                     (the other partitions go on), unconfirmed writes are kept and resent"
-                );
+                let error = errors.get(&p).or(first_error.as_ref());
+                let moving = error.and_then(|e| e.code()).is_some_and(|code| {
+                    matches!(code, "TRYAGAIN" | "ASK" | "MOVED" | "CLUSTERDOWN")
+                });
+                let error = error.map(|e| e.to_string()).unwrap_or_default();
+                if moving {
+                    tracing::warn!(
+                        partition = p,
+                        %error,
+                        "journal: the partition's slot is moving between Redis masters, or its \
+                         master is failing over; refusing its client writes meanwhile (the other \
+                         partitions go on), unconfirmed writes are kept and resent"
+                    );
+                } else {
+                    tracing::error!(
+                        partition = p,
+                        %error,
+                        "journal: the partition's Redis master does not answer; refusing its \
+                         client writes (the other partitions go on), unconfirmed writes are kept \
+                         and resent"
+                    );
+                }
             }
         }
     }
