@@ -16,9 +16,9 @@
 //! - `apply`: the cluster journal's `APPLY` with `S` ops (src/cluster/
 //!   scripts.rs; epoch check, then per run of `S` ops one `ZMSCORE`, an
 //!   `XADD` each, one `ZREM`);
-//! - `deliver`: the single-node journal's deliver script (a copy of
-//!   `DELIVER_LUA`, src/journal/writer.rs: `ZMSCORE` of the ids, `XADD`
-//!   each, one `ZREM` of them all);
+//! - `deliver`: the single-node journal's deliver script (`DELIVER_LUA`
+//!   of src/journal/writer.rs: `ZMSCORE` of the ids, `XADD` each, one
+//!   `ZREM` of them all);
 //! - `take`: take by score inside Redis (`ZRANGE due -inf T BYSCORE LIMIT
 //!   0 1024`, `XADD` each, `ZREMRANGEBYRANK due 0 n-1`);
 //! - `second`: one set per due second (`{tw:pNNN}:s:<second>`, filled with
@@ -54,24 +54,6 @@ for i = 1, #ARGV, 3 do
     'fired_ms', ARGV[i + 2])
 end
 return #ARGV / 3
-";
-
-/// A copy of `DELIVER_LUA` (src/journal/writer.rs, private there).
-const DELIVER: &str = r"
-local ids = {}
-for i = 1, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
-local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
-local moved = {}
-for j = 1, #ids do
-  local deadline = ARGV[3 * j - 1]
-  if scores[j] and tonumber(scores[j]) == tonumber(deadline) then
-    moved[#moved + 1] = ids[j]
-    redis.call('XADD', KEYS[2], '*', 'id', ids[j], 'deadline_ms', deadline,
-      'fired_ms', ARGV[3 * j])
-  end
-end
-if #moved > 0 then redis.call('ZREM', KEYS[1], unpack(moved)) end
-return #moved
 ";
 
 /// `KEYS` = due, stream; `ARGV` = now, fired, limit.
@@ -254,7 +236,7 @@ fn deliver(
     let source = match design {
         "floor" => FLOOR,
         "apply" => APPLY,
-        "deliver" => DELIVER,
+        "deliver" => timewheel::journal::DELIVER_LUA,
         "take" => TAKE,
         _ => SECOND,
     };

@@ -71,8 +71,8 @@ fn partitions_on(cluster: &RedisCluster, master: u16) -> Vec<u16> {
         .collect()
 }
 
-fn three_nodes(cluster: &RedisCluster) -> (Vec<TimewheelServer>, Vec<u16>) {
-    let nodes: Vec<TimewheelServer> = (0..3).map(|_| start_node(cluster, &[])).collect();
+fn three_nodes(cluster: &RedisCluster, extra: &[&str]) -> (Vec<TimewheelServer>, Vec<u16>) {
+    let nodes: Vec<TimewheelServer> = (0..3).map(|_| start_node(cluster, extra)).collect();
     let ports: Vec<u16> = nodes.iter().map(|n| n.port()).collect();
     wait_stable(&ports, Duration::from_secs(30));
     (nodes, ports)
@@ -81,7 +81,7 @@ fn three_nodes(cluster: &RedisCluster) -> (Vec<TimewheelServer>, Vec<u16>) {
 #[test]
 fn partitions_are_journaled_on_the_master_of_their_slot() {
     let cluster = RedisCluster::start();
-    let (nodes, ports) = three_nodes(&cluster);
+    let (nodes, ports) = three_nodes(&cluster, &[]);
     for node in &nodes {
         assert!(
             node.log().contains("the Redis is a Redis Cluster"),
@@ -178,11 +178,7 @@ fn partitions_are_journaled_on_the_master_of_their_slot() {
 fn a_redis_master_killed_under_load_loses_nothing_and_service_resumes() {
     let mut cluster = RedisCluster::start();
     // A write is acknowledged only once the master's replica has it.
-    let nodes: Vec<TimewheelServer> = (0..3)
-        .map(|_| start_node(&cluster, &["--journal-replicas", "1"]))
-        .collect();
-    let ports: Vec<u16> = nodes.iter().map(|n| n.port()).collect();
-    wait_stable(&ports, Duration::from_secs(30));
+    let (nodes, ports) = three_nodes(&cluster, &["--journal-replicas", "1"]);
     let load = Load::start(&ports, 3);
     thread::sleep(Duration::from_secs(2));
 
@@ -287,11 +283,7 @@ fn a_paused_redis_master_holds_up_only_its_own_partitions() {
     // A master that accepts connections but does not answer costs the
     // writer one I/O timeout, then a connection attempt of at most that
     // long every backoff (at most 1 s).
-    let nodes: Vec<TimewheelServer> = (0..3)
-        .map(|_| start_node(&cluster, &["--redis-timeout-ms", "500"]))
-        .collect();
-    let ports: Vec<u16> = nodes.iter().map(|n| n.port()).collect();
-    wait_stable(&ports, Duration::from_secs(30));
+    let (nodes, ports) = three_nodes(&cluster, &["--redis-timeout-ms", "500"]);
     let load = Load::start(&ports, 3);
     thread::sleep(Duration::from_secs(2));
 
@@ -342,7 +334,7 @@ fn a_paused_redis_master_holds_up_only_its_own_partitions() {
 #[test]
 fn a_planned_switchover_under_load_loses_nothing_and_refuses_writes_briefly() {
     let cluster = RedisCluster::start();
-    let (nodes, ports) = three_nodes(&cluster);
+    let (nodes, ports) = three_nodes(&cluster, &[]);
     let load = Load::start(&ports, 3);
     thread::sleep(Duration::from_secs(2));
 
@@ -437,7 +429,7 @@ fn a_planned_switchover_under_load_loses_nothing_and_refuses_writes_briefly() {
 #[test]
 fn resharding_under_load_loses_nothing_and_moves_the_journal() {
     let cluster = RedisCluster::start();
-    let (nodes, ports) = three_nodes(&cluster);
+    let (nodes, ports) = three_nodes(&cluster, &[]);
     let load = Load::start(&ports, 3);
     thread::sleep(Duration::from_secs(2));
 
@@ -577,7 +569,7 @@ fn a_fourth_node_on_a_redis_cluster_takes_a_quarter() {
 #[test]
 fn a_half_migrated_slot_stalls_only_its_own_partition() {
     let cluster = RedisCluster::start();
-    let (nodes, ports) = three_nodes(&cluster);
+    let (nodes, ports) = three_nodes(&cluster, &[]);
     let load = Load::start(&ports, 3);
     thread::sleep(Duration::from_secs(1));
     let layout = layout();

@@ -118,9 +118,7 @@ impl Ownership {
 
     /// The epoch to tag the removal of a fired order with, if still held.
     pub fn settle_epoch(&self, id: &[u8]) -> Option<u64> {
-        let cell = self.cell(id);
-        let epoch = cell.held.load(Ordering::Acquire);
-        (epoch != 0 && self.valid(cell)).then_some(epoch)
+        self.settle_epoch_of(self.partition_of(id))
     }
 
     /// The epoch partition `p` is held under here, if held with a live

@@ -87,31 +87,22 @@ pub(super) fn run(shared: &Shared, engine: &Engine) {
         // First, before any Redis I/O: a node that wakes up from a pause
         // drops what it no longer holds without waiting for Redis.
         drop_expired(shared, engine, &mut handoffs);
-        let result = match router.as_mut() {
-            Some(r) => {
-                release(shared, r, &scripts, &mut to_release);
-                one_round(
-                    shared,
-                    engine,
-                    r,
-                    &scripts,
-                    &mut handoffs,
-                    &mut trusted_from,
-                )
-            }
-            None => super::connect(shared, round.max(Duration::from_millis(100))).and_then(|r| {
-                let r = router.insert(r);
-                release(shared, r, &scripts, &mut to_release);
-                one_round(
-                    shared,
-                    engine,
-                    r,
-                    &scripts,
-                    &mut handoffs,
-                    &mut trusted_from,
-                )
-            }),
+        let connected = match router.take() {
+            Some(r) => Ok(r),
+            None => super::connect(shared, round.max(Duration::from_millis(100))),
         };
+        let result = connected.and_then(|r| {
+            let r = router.insert(r);
+            release(shared, r, &scripts, &mut to_release);
+            one_round(
+                shared,
+                engine,
+                r,
+                &scripts,
+                &mut handoffs,
+                &mut trusted_from,
+            )
+        });
         match result {
             Ok(()) => {
                 if failures > 0 {

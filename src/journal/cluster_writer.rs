@@ -136,6 +136,7 @@ pub(super) fn run(inner: &Inner, ownership: &Ownership) {
                     inner,
                     ownership,
                     router,
+                    &apply,
                     &mut carry,
                     probes,
                     wait,
@@ -217,6 +218,7 @@ fn send(
     inner: &Inner,
     ownership: &Ownership,
     router: &mut Router,
+    apply: &Script,
     carry: &mut VecDeque<Call>,
     probes: Vec<Call>,
     wait: Option<(u32, Duration)>,
@@ -324,7 +326,7 @@ fn send(
         }
     }
     for (p, undone) in undo.into_iter().rev() {
-        kept.push_front(undo_call(ownership, p, undone));
+        kept.push_front(undo_call(ownership, apply, p, undone));
     }
     *carry = kept;
     if !failed_masters.is_empty() {
@@ -564,7 +566,7 @@ fn encode_op(cmd: &mut Cmd, op: &Op) {
 
 /// The call that puts back what the client writes of `undo` replaced:
 /// newest first, a score found is written back, none found is removed.
-fn undo_call(ownership: &Ownership, p: u16, undo: Undo) -> Call {
+fn undo_call(ownership: &Ownership, apply: &Script, p: u16, undo: Undo) -> Call {
     let Undo {
         epoch,
         seqs,
@@ -572,7 +574,7 @@ fn undo_call(ownership: &Ownership, p: u16, undo: Undo) -> Call {
     } = undo;
     let layout = ownership.layout();
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(redis::Script::new(APPLY).get_hash())
+    cmd.arg(apply.get_hash())
         .arg(4)
         .arg(layout.epoch(p))
         .arg(layout.due(p))
@@ -736,7 +738,7 @@ mod tests {
                 (id("y"), Some(b"2000".to_vec())),
             ],
         };
-        let call = undo_call(&own, 3, undo);
+        let call = undo_call(&own, &Script::new(APPLY), 3, undo);
         assert_eq!(call.kind, Kind::Undo);
         assert_eq!(call.seqs, vec![5, 6, 9]);
         // y back to 2000, then x back to 1000 (the cancel), then x removed

@@ -42,6 +42,11 @@ mod cluster_writer;
 mod restore;
 mod writer;
 
+/// The single-node journal's move into the stream, for the layout
+/// benchmark (`examples/burst_layouts.rs`).
+#[doc(hidden)]
+pub use writer::DELIVER_LUA;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;

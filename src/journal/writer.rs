@@ -47,7 +47,7 @@ return n
 /// stream; `ARGV` = id, deadline, fired triples. Only ids still in `due`
 /// with the deadline that fired move; the rest were moved already (before
 /// a crash) or re-added since.
-const DELIVER_LUA: &str = r"
+pub const DELIVER_LUA: &str = r"
 local ids = {}
 for i = 1, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
 local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
